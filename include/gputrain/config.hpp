@@ -1,0 +1,83 @@
+// The run configuration: a YAML file plus `--set key.path=value` overrides, validated once.
+// Every key is known; anything else is a ConfigError naming the key (and file:line where it has one).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gputrain {
+
+enum class LayerKind { Conv2d, Relu, MaxPool2d, Flatten, Linear };
+
+// One entry of model.layers. Fields that do not apply to the kind stay at their defaults.
+struct LayerConfig {
+  LayerKind kind = LayerKind::Relu;
+  std::string name;        // conv2d and linear: parameter prefix ("conv1" -> conv1.weight, conv1.bias)
+  int out_channels = 0;    // conv2d
+  int kernel = 0;          // conv2d, maxpool2d (square)
+  int stride = 1;          // conv2d (default 1), maxpool2d (default = kernel)
+  int padding = 0;         // conv2d
+  int out_features = 0;    // linear
+  int source_line = 0;     // 1-based line in the config file, 0 when unknown (for later errors)
+};
+
+struct ModelConfig {
+  int input_channels = 0, input_height = 0, input_width = 0;  // model.input: [C, H, W]
+  std::vector<LayerConfig> layers;
+};
+
+enum class DataFormat { Idx, Cifar10 };
+
+struct DataConfig {
+  DataFormat format = DataFormat::Idx;
+  std::string dir;
+  int64_t train_limit = 0;  // 0: all training images; else the first N
+  int64_t test_limit = 0;   // 0: all test images; else the first N
+  // Input normalization applied to pixel/255, one value per channel; empty = "auto" (computed on the
+  // training images actually used, population statistics).
+  std::vector<float> mean;
+  std::vector<float> std;
+};
+
+struct OptimizerConfig {
+  std::string type = "sgd";
+  double lr = 0.01;
+  double momentum = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+struct TrainConfig {
+  int epochs = 1;
+  int batch_size = 64;
+  uint64_t seed = 0;
+  bool shuffle = true;
+  bool deterministic = false;  // CUDA: deterministic cuDNN algorithms only
+  int log_interval = 100;      // steps between progress log lines / device stat reads
+  int threads = 0;             // CPU backend threads; 0 = all cores
+};
+
+struct Config {
+  std::string source;  // path of the config file (for messages)
+  ModelConfig model;
+  DataConfig data;
+  OptimizerConfig optimizer;
+  TrainConfig train;
+  std::string output_dir = "runs/default";
+  std::string device = "auto";  // auto | cpu | cuda
+};
+
+// Loads `path`, applies overrides ("a.b.c=value", value parsed as YAML), validates everything.
+// Throws ConfigError ("<file>:<line>: <key>: <what was expected>") on any problem.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Same, from YAML text (tests); `source_name` stands in for the file name in messages.
+Config parse_config(const std::string& yaml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides = {});
+
+// The resolved config as YAML (written to the output folder as config.yaml; loads back the same).
+std::string to_yaml(const Config& config);
+
+}  // namespace gputrain

@@ -1,0 +1,54 @@
+// The network as planned from the config: every layer's input/output shape and every parameter's
+// place in the one flat parameter buffer (gradients and momentum use the same layout).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gputrain/config.hpp"
+
+namespace gputrain {
+
+// Per-sample activation shape. Flattened activations are (C=features, H=1, W=1).
+struct ActivationShape {
+  int channels = 0, height = 0, width = 0;
+  int64_t size() const { return int64_t(channels) * height * width; }
+};
+
+// One parameter tensor, named as PyTorch's state_dict names it ("conv1.weight").
+struct ParameterInfo {
+  std::string name;
+  std::vector<int64_t> shape;  // conv: O×I×kH×kW, linear: out×in, bias: out
+  size_t offset = 0;           // into the flat buffer, in floats
+  size_t count = 0;
+  int fan_in = 0;              // for PyTorch's default init bound 1/sqrt(fan_in)
+};
+
+struct LayerPlan {
+  LayerConfig config;
+  ActivationShape input, output;
+  int weight_index = -1, bias_index = -1;  // into ModelPlan::parameters, -1 when none
+};
+
+struct ModelPlan {
+  ActivationShape input;
+  std::vector<LayerPlan> layers;
+  std::vector<ParameterInfo> parameters;
+  size_t parameter_count = 0;  // floats in the flat buffer
+  int num_classes = 0;         // output features of the last layer
+
+  const ParameterInfo& weight(const LayerPlan& l) const { return parameters[l.weight_index]; }
+  const ParameterInfo& bias(const LayerPlan& l) const { return parameters[l.bias_index]; }
+};
+
+// Resolves shapes and the parameter layout. Throws ConfigError naming the layer (and config line)
+// when a shape does not work out: a kernel larger than its padded input, linear before flatten of a
+// spatial input, a net that does not end in a flat output, duplicate parameter names.
+ModelPlan plan_model(const ModelConfig& config, const std::string& config_source = "config");
+
+// PyTorch's default initialization of nn.Conv2d / nn.Linear: weight and bias uniform in
+// ±1/sqrt(fan_in), drawn from a generator seeded by `seed` (same seed → same values).
+std::vector<float> initial_parameters(const ModelPlan& plan, uint64_t seed);
+
+}  // namespace gputrain

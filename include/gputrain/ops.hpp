@@ -1,0 +1,80 @@
+// The operations of a training step, CPU versions. These define what each op means; the CUDA
+// kernels (kernels/*.cu) and cuDNN/cuBLAS paths compute the same and are tested against these.
+// Layout: NCHW activations, conv weights O×I×kH×kW, linear weights out×in (PyTorch's).
+// Gradients are written (not accumulated) unless a function says otherwise.
+#pragma once
+
+#include <cstdint>
+
+namespace gputrain::cpu {
+
+struct ConvGeometry {
+  int batch = 0;
+  int in_channels = 0, in_height = 0, in_width = 0;
+  int out_channels = 0, kernel = 0, stride = 1, padding = 0;
+  int out_height() const { return (in_height + 2 * padding - kernel) / stride + 1; }
+  int out_width() const { return (in_width + 2 * padding - kernel) / stride + 1; }
+  int64_t col_rows() const { return int64_t(in_channels) * kernel * kernel; }
+  int64_t col_cols() const { return int64_t(out_height()) * out_width(); }
+};
+
+struct PoolGeometry {
+  int batch = 0, channels = 0, in_height = 0, in_width = 0;
+  int kernel = 2, stride = 2;  // no padding; floor mode, as nn.MaxPool2d's defaults
+  int out_height() const { return (in_height - kernel) / stride + 1; }
+  int out_width() const { return (in_width - kernel) / stride + 1; }
+};
+
+// Scratch space the conv ops need (im2col columns per thread); query, allocate once, pass in.
+int64_t conv_workspace_floats(const ConvGeometry& g, int threads);
+
+// y[N,O,Ho,Wo] = conv(x[N,C,H,W], w[O,C,k,k]) + b[O] (cross-correlation, as nn.Conv2d).
+void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
+                    float* workspace, int threads);
+// dx (may be null: first layer), dw[O,C,k,k], db[O] from dy[N,O,Ho,Wo].
+void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, float* workspace, int threads);
+
+// Reference direct convolution (seven nested loops), for tests only.
+void conv2d_forward_direct(const ConvGeometry& g, const float* x, const float* w, const float* b,
+                           float* y);
+
+// y[N,O] = x[N,I] · w[O,I]^T + b[O]
+void linear_forward(int batch, int in_features, int out_features, const float* x, const float* w,
+                    const float* b, float* y);
+// dx[N,I] (may be null), dw[O,I], db[O] from dy[N,O].
+void linear_backward(int batch, int in_features, int out_features, const float* x, const float* w,
+                     const float* dy, float* dx, float* dw, float* db);
+
+// y = max(x, 0); may run in place (y == x).
+void relu_forward(int64_t n, const float* x, float* y);
+// dx = dy where y > 0 else 0 (y is the forward output); may run in place (dx == dy).
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+
+// y[N,C,Ho,Wo] = max over each window; argmax[N,C,Ho,Wo] = index of the max within the input plane
+// (h*W + w; the first maximum in row-major window order wins, as PyTorch's CPU kernel).
+void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int32_t* argmax);
+// dx[N,C,H,W] = 0, then dx[argmax] += dy (windows may overlap when stride < kernel).
+void maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* argmax, float* dx);
+
+// Softmax cross-entropy over logits[N,K] (numerically stable: log-sum-exp around the row max).
+// Writes dlogits = (softmax - onehot(label)) / grad_scale (grad_scale = batch for the mean loss;
+// dlogits may be null for evaluation) and predicted[N] = argmax (first max wins; may be null).
+// Returns the summed (not averaged) loss; *correct gets the number of rows whose argmax == label.
+double softmax_cross_entropy(int batch, int classes, const float* logits, const int32_t* labels,
+                             float grad_scale, float* dlogits, int32_t* predicted, int64_t* correct);
+
+struct SgdParams {
+  float lr = 0.01f, momentum = 0.0f, weight_decay = 0.0f;
+  bool nesterov = false;
+};
+// torch.optim.SGD, element-wise over the flat buffers (v is untouched when momentum == 0):
+//   g' = g + wd·w;  v = μ·v + g';  w -= lr · (nesterov ? g' + μ·v : v)
+// v starts at zero, which gives torch's first step (its buffer starts as a copy of g').
+void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p);
+
+// out[i, c, :, :] = (pixels[index[i], c, :, :] / 255 - mean[c]) / std[c] for i < count.
+void gather_normalize(int64_t count, int channels, int64_t plane, const uint8_t* pixels,
+                      const int32_t* index, const float* mean, const float* std, float* out);
+
+}  // namespace gputrain::cpu

@@ -60,6 +60,8 @@ class Engine {
   virtual TrainCounters read_counters(bool reset) = 0;
   // Scores the eval set with the current parameters; logits (count × classes) when asked.
   virtual EvalResult evaluate(std::vector<float>* logits = nullptr) = 0;
+  // Mean device busy % (NVML samples) since the last call; negative where it is not measured.
+  virtual double take_busy_percent() { return -1.0; }
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a usable device is present, else CPU; *note says so).

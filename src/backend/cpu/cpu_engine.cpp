@@ -1,0 +1,263 @@
+// The CPU backend: gputrain::Engine over the ops of src/backend/cpu/ops.cpp. Every buffer is sized
+// for the planned batch when the engine is built; a step only reads and writes them.
+#include <cblas.h>
+#include <omp.h>
+
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "gputrain/engine.hpp"
+#include "gputrain/errors.hpp"
+
+namespace gputrain {
+namespace {
+
+class CpuEngine final : public Engine {
+ public:
+  CpuEngine(const ModelPlan& plan, const EngineOptions& options)
+      : plan_(plan), options_(options), batch_(options.batch_size) {
+    threads_ = options.threads > 0 ? options.threads : omp_get_num_procs();
+    omp_set_num_threads(threads_);
+    openblas_set_num_threads(threads_);
+    if (int(options.mean.size()) != plan.input.channels ||
+        int(options.std.size()) != plan.input.channels)
+      throw Error("normalization needs one mean and std per input channel");
+
+    params_.assign(plan.parameter_count, 0.0f);
+    grads_.assign(plan.parameter_count, 0.0f);
+    momentum_.assign(plan.parameter_count, 0.0f);
+
+    // Activation i is layer i's output, activation "-1" the normalized input. Flatten is a view:
+    // it shares its input's buffer (NCHW is already C,H,W-major per sample).
+    const size_t L = plan.layers.size();
+    input_.assign(size_t(batch_) * size_t(plan.input.size()), 0.0f);
+    storage_.resize(L);
+    grad_storage_.resize(L);
+    act_.assign(L, nullptr);
+    grad_.assign(L, nullptr);
+    argmax_.resize(L);
+    int64_t workspace = 0;
+    for (size_t i = 0; i < L; ++i) {
+      const LayerPlan& layer = plan.layers[i];
+      const size_t n = size_t(batch_) * size_t(layer.output.size());
+      if (layer.config.kind == LayerKind::Flatten) {
+        act_[i] = i == 0 ? input_.data() : act_[i - 1];
+        grad_[i] = i == 0 ? nullptr : grad_[i - 1];
+      } else {
+        storage_[i].assign(n, 0.0f);
+        grad_storage_[i].assign(n, 0.0f);
+        act_[i] = storage_[i].data();
+        grad_[i] = grad_storage_[i].data();
+      }
+      if (layer.config.kind == LayerKind::MaxPool2d) argmax_[i].assign(n, 0);
+      if (layer.config.kind == LayerKind::Conv2d)
+        workspace = std::max(workspace, cpu::conv_workspace_floats(conv_geometry(layer, batch_),
+                                                                   threads_));
+    }
+    workspace_.assign(size_t(workspace), 0.0f);
+    labels_.assign(size_t(batch_), 0);
+    predicted_.assign(size_t(batch_), 0);
+    eval_index_.resize(size_t(batch_));
+  }
+
+  std::string describe() const override {
+    return "cpu, " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s");
+  }
+
+  void set_parameters(const std::vector<float>& values) override {
+    check_size(values, "parameters");
+    params_ = values;
+  }
+  std::vector<float> parameters() override { return params_; }
+  void set_momentum(const std::vector<float>& values) override {
+    check_size(values, "momentum");
+    momentum_ = values;
+  }
+  std::vector<float> momentum() override { return momentum_; }
+
+  void set_train_data(const ImageSet& train) override {
+    check_shape(train);
+    train_ = train;
+  }
+  void set_eval_data(const ImageSet& eval) override {
+    check_shape(eval);
+    eval_ = eval;
+  }
+  void set_order(const std::vector<int32_t>& order) override { order_ = order; }
+
+  void train_step(int64_t first, int count, const cpu::SgdParams& sgd) override {
+    if (count < 1 || count > batch_ || first < 0 || first + count > int64_t(order_.size()))
+      throw Error("train_step: batch [" + std::to_string(first) + ", +" + std::to_string(count) +
+                  ") outside the planned batch or the order");
+    const int32_t* index = order_.data() + first;
+    cpu::gather_normalize(count, plan_.input.channels, int64_t(plan_.input.height) * plan_.input.width,
+                          train_.pixels.data(), index, options_.mean.data(), options_.std.data(),
+                          input_.data());
+    for (int i = 0; i < count; ++i) labels_[size_t(i)] = train_.labels[size_t(index[i])];
+    forward(count);
+    const size_t last = plan_.layers.size() - 1;
+    float* dlogits = grad_[last];
+    int64_t correct = 0;
+    const double loss = cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last],
+                                                   labels_.data(), float(count), dlogits, nullptr,
+                                                   &correct);
+    if (!std::isfinite(loss)) throw RuntimeFailure("the training loss is not finite");
+    counters_.loss_sum += loss;
+    counters_.correct += correct;
+    counters_.samples += count;
+    backward(count);
+    cpu::sgd_update(int64_t(params_.size()), params_.data(), grads_.data(), momentum_.data(), sgd);
+  }
+
+  TrainCounters read_counters(bool reset) override {
+    TrainCounters c = counters_;
+    if (reset) counters_ = {};
+    return c;
+  }
+
+  EvalResult evaluate(std::vector<float>* logits) override {
+    EvalResult result;
+    result.classes = plan_.num_classes;
+    result.confusion.assign(size_t(result.classes) * result.classes, 0);
+    const int K = plan_.num_classes;
+    if (logits) logits->assign(size_t(eval_.count) * K, 0.0f);
+    const size_t last = plan_.layers.size() - 1;
+    for (int64_t first = 0; first < eval_.count; first += batch_) {
+      const int count = int(std::min<int64_t>(batch_, eval_.count - first));
+      std::iota(eval_index_.begin(), eval_index_.begin() + count, int32_t(first));
+      cpu::gather_normalize(count, plan_.input.channels,
+                            int64_t(plan_.input.height) * plan_.input.width, eval_.pixels.data(),
+                            eval_index_.data(), options_.mean.data(), options_.std.data(),
+                            input_.data());
+      forward(count);
+      int64_t correct = 0;
+      result.loss_sum += cpu::softmax_cross_entropy(count, K, act_[last], eval_.labels.data() + first,
+                                                    1.0f, nullptr, predicted_.data(), &correct);
+      result.correct += correct;
+      for (int i = 0; i < count; ++i)
+        ++result.confusion[size_t(eval_.labels[size_t(first + i)]) * K + predicted_[size_t(i)]];
+      if (logits)
+        std::copy(act_[last], act_[last] + int64_t(count) * K, logits->data() + first * K);
+    }
+    result.samples = eval_.count;
+    return result;
+  }
+
+ private:
+  static cpu::ConvGeometry conv_geometry(const LayerPlan& layer, int batch) {
+    cpu::ConvGeometry g;
+    g.batch = batch;
+    g.in_channels = layer.input.channels;
+    g.in_height = layer.input.height;
+    g.in_width = layer.input.width;
+    g.out_channels = layer.config.out_channels;
+    g.kernel = layer.config.kernel;
+    g.stride = layer.config.stride;
+    g.padding = layer.config.padding;
+    return g;
+  }
+  static cpu::PoolGeometry pool_geometry(const LayerPlan& layer, int batch) {
+    cpu::PoolGeometry g;
+    g.batch = batch;
+    g.channels = layer.input.channels;
+    g.in_height = layer.input.height;
+    g.in_width = layer.input.width;
+    g.kernel = layer.config.kernel;
+    g.stride = layer.config.stride;
+    return g;
+  }
+
+  const float* input_of(size_t i) const { return i == 0 ? input_.data() : act_[i - 1]; }
+
+  void forward(int count) {
+    for (size_t i = 0; i < plan_.layers.size(); ++i) {
+      const LayerPlan& layer = plan_.layers[i];
+      const float* x = input_of(i);
+      float* y = act_[i];
+      switch (layer.config.kind) {
+        case LayerKind::Conv2d:
+          cpu::conv2d_forward(conv_geometry(layer, count), x, param(layer.weight_index),
+                              param(layer.bias_index), y, workspace_.data(), threads_);
+          break;
+        case LayerKind::Linear:
+          cpu::linear_forward(count, int(layer.input.size()), layer.config.out_features, x,
+                              param(layer.weight_index), param(layer.bias_index), y);
+          break;
+        case LayerKind::Relu:
+          cpu::relu_forward(int64_t(count) * layer.output.size(), x, y);
+          break;
+        case LayerKind::MaxPool2d:
+          cpu::maxpool2d_forward(pool_geometry(layer, count), x, y, argmax_[i].data());
+          break;
+        case LayerKind::Flatten:
+          break;
+      }
+    }
+  }
+
+  void backward(int count) {
+    for (size_t i = plan_.layers.size(); i-- > 0;) {
+      const LayerPlan& layer = plan_.layers[i];
+      const float* dy = grad_[i];
+      // The first layer's input gradient is never needed (the input is data).
+      float* dx = i == 0 ? nullptr : grad_[i - 1];
+      switch (layer.config.kind) {
+        case LayerKind::Conv2d:
+          cpu::conv2d_backward(conv_geometry(layer, count), input_of(i), param(layer.weight_index),
+                               dy, dx, grad(layer.weight_index), grad(layer.bias_index),
+                               workspace_.data(), threads_);
+          break;
+        case LayerKind::Linear:
+          cpu::linear_backward(count, int(layer.input.size()), layer.config.out_features,
+                               input_of(i), param(layer.weight_index), dy, dx,
+                               grad(layer.weight_index), grad(layer.bias_index));
+          break;
+        case LayerKind::Relu:
+          if (dx) cpu::relu_backward(int64_t(count) * layer.output.size(), act_[i], dy, dx);
+          break;
+        case LayerKind::MaxPool2d:
+          if (dx) cpu::maxpool2d_backward(pool_geometry(layer, count), dy, argmax_[i].data(), dx);
+          break;
+        case LayerKind::Flatten:
+          break;
+      }
+    }
+  }
+
+  float* param(int index) { return params_.data() + plan_.parameters[size_t(index)].offset; }
+  float* grad(int index) { return grads_.data() + plan_.parameters[size_t(index)].offset; }
+
+  void check_size(const std::vector<float>& values, const char* what) const {
+    if (values.size() != plan_.parameter_count)
+      throw Error(std::string(what) + ": expected " + std::to_string(plan_.parameter_count) +
+                  " values, got " + std::to_string(values.size()));
+  }
+  void check_shape(const ImageSet& set) const {
+    if (set.channels != plan_.input.channels || set.height != plan_.input.height ||
+        set.width != plan_.input.width)
+      throw DataError("the data's images are " + std::to_string(set.channels) + "x" +
+                      std::to_string(set.height) + "x" + std::to_string(set.width) +
+                      " but model.input is " + std::to_string(plan_.input.channels) + "x" +
+                      std::to_string(plan_.input.height) + "x" + std::to_string(plan_.input.width));
+  }
+
+  ModelPlan plan_;
+  EngineOptions options_;
+  int batch_ = 0, threads_ = 1;
+  std::vector<float> params_, grads_, momentum_, input_, workspace_;
+  std::vector<std::vector<float>> storage_, grad_storage_;
+  std::vector<float*> act_, grad_;
+  std::vector<std::vector<int32_t>> argmax_;
+  std::vector<int32_t> labels_, predicted_, eval_index_, order_;
+  ImageSet train_, eval_;
+  TrainCounters counters_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> make_cpu_engine(const ModelPlan& plan, const EngineOptions& options) {
+  return std::make_unique<CpuEngine>(plan, options);
+}
+
+}  // namespace gputrain

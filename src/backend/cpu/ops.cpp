@@ -1,0 +1,354 @@
+// CPU versions of the training step's ops (semantics: include/gputrain/ops.hpp).
+// Convolutions are im2col + OpenBLAS SGEMM, one sample per OpenMP thread at a time (each GEMM then
+// runs single-threaded inside the parallel region, which for these small per-sample shapes is
+// faster than threading one GEMM); linear layers are one multi-threaded SGEMM over the batch.
+// Every reduction runs in a fixed order for a given thread count, so runs are bitwise repeatable.
+#include "gputrain/ops.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace gputrain::cpu {
+namespace {
+
+int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+// cols[C·k·k, Ho·Wo] from one sample x[C,H,W]; zero where the window reaches into the padding.
+void im2col(const ConvGeometry& g, const float* x, float* cols) {
+  const int k = g.kernel, s = g.stride, p = g.padding, H = g.in_height, W = g.in_width;
+  const int Ho = g.out_height(), Wo = g.out_width();
+  for (int c = 0; c < g.in_channels; ++c) {
+    const float* plane = x + int64_t(c) * H * W;
+    for (int ki = 0; ki < k; ++ki) {
+      for (int kj = 0; kj < k; ++kj) {
+        float* row = cols + ((int64_t(c) * k + ki) * k + kj) * Ho * Wo;
+        for (int oh = 0; oh < Ho; ++oh) {
+          float* out = row + int64_t(oh) * Wo;
+          const int ih = oh * s - p + ki;
+          if (ih < 0 || ih >= H) {
+            std::fill(out, out + Wo, 0.0f);
+            continue;
+          }
+          const float* in = plane + int64_t(ih) * W;
+          if (s == 1) {
+            // Valid output columns: 0 <= ow - p + kj < W.
+            const int lo = std::clamp(p - kj, 0, Wo), hi = std::clamp(W + p - kj, lo, Wo);
+            std::fill(out, out + lo, 0.0f);
+            std::memcpy(out + lo, in + lo - p + kj, sizeof(float) * size_t(hi - lo));
+            std::fill(out + hi, out + Wo, 0.0f);
+          } else {
+            for (int ow = 0; ow < Wo; ++ow) {
+              const int iw = ow * s - p + kj;
+              out[ow] = (iw >= 0 && iw < W) ? in[iw] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx[C,H,W] = Σ over window positions of dcols (the adjoint of im2col); dx is overwritten.
+void col2im(const ConvGeometry& g, const float* dcols, float* dx) {
+  const int k = g.kernel, s = g.stride, p = g.padding, H = g.in_height, W = g.in_width;
+  const int Ho = g.out_height(), Wo = g.out_width();
+  std::fill(dx, dx + int64_t(g.in_channels) * H * W, 0.0f);
+  for (int c = 0; c < g.in_channels; ++c) {
+    float* plane = dx + int64_t(c) * H * W;
+    for (int ki = 0; ki < k; ++ki) {
+      for (int kj = 0; kj < k; ++kj) {
+        const float* row = dcols + ((int64_t(c) * k + ki) * k + kj) * Ho * Wo;
+        for (int oh = 0; oh < Ho; ++oh) {
+          const int ih = oh * s - p + ki;
+          if (ih < 0 || ih >= H) continue;
+          const float* in = row + int64_t(oh) * Wo;
+          float* out = plane + int64_t(ih) * W;
+          if (s == 1) {
+            const int lo = std::clamp(p - kj, 0, Wo), hi = std::clamp(W + p - kj, lo, Wo);
+            float* o = out + lo - p + kj;
+            for (int ow = lo; ow < hi; ++ow) o[ow - lo] += in[ow];
+          } else {
+            for (int ow = 0; ow < Wo; ++ow) {
+              const int iw = ow * s - p + kj;
+              if (iw >= 0 && iw < W) out[iw] += in[ow];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+bool is_pointwise(const ConvGeometry& g) {
+  return g.kernel == 1 && g.stride == 1 && g.padding == 0;
+}
+
+}  // namespace
+
+int64_t conv_workspace_floats(const ConvGeometry& g, int threads) {
+  // Per thread: im2col columns, their gradient, and a private dW partial sum.
+  const int64_t cols = g.col_rows() * g.col_cols();
+  const int64_t dw = int64_t(g.out_channels) * g.col_rows();
+  return int64_t(resolve_threads(threads)) * (2 * cols + dw);
+}
+
+void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
+                    float* workspace, int threads) {
+  const int T = resolve_threads(threads);
+  const int64_t K = g.col_rows(), P = g.col_cols(), O = g.out_channels;
+  const int64_t in_size = int64_t(g.in_channels) * g.in_height * g.in_width;
+  const int64_t per_thread = 2 * K * P + O * K;
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int n = 0; n < g.batch; ++n) {
+    float* cols = workspace + int64_t(omp_get_thread_num()) * per_thread;
+    const float* xn = x + n * in_size;
+    if (is_pointwise(g)) {
+      cols = const_cast<float*>(xn);  // read only: the columns are the input itself
+    } else {
+      im2col(g, xn, cols);
+    }
+    float* yn = y + n * O * P;
+    // The bias goes in first so the GEMM accumulates onto it (beta = 1).
+    for (int64_t o = 0; o < O; ++o) std::fill(yn + o * P, yn + (o + 1) * P, b[o]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(P), int(K), 1.0f, w, int(K),
+                cols, int(P), 1.0f, yn, int(P));
+  }
+}
+
+void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, float* workspace, int threads) {
+  const int T = resolve_threads(threads);
+  const int64_t K = g.col_rows(), P = g.col_cols(), O = g.out_channels;
+  const int64_t in_size = int64_t(g.in_channels) * g.in_height * g.in_width;
+  const int64_t per_thread = 2 * K * P + O * K;
+  // Static contiguous sample ranges per thread: thread t's dW partial always sums the same samples
+  // in the same order, and the partials are added in thread order — a deterministic reduction.
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* cols = workspace + int64_t(t) * per_thread;
+    float* dcols = cols + K * P;
+    float* dw_part = dcols + K * P;
+    std::fill(dw_part, dw_part + O * K, 0.0f);
+    const int begin = int(int64_t(g.batch) * t / nt), end = int(int64_t(g.batch) * (t + 1) / nt);
+    for (int n = begin; n < end; ++n) {
+      const float* xn = x + n * in_size;
+      const float* cn = xn;
+      if (!is_pointwise(g)) {
+        im2col(g, xn, cols);
+        cn = cols;
+      }
+      const float* dyn = dy + n * O * P;
+      // dW[O,K] += dy_n[O,P] · cols[K,P]^T
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(O), int(K), int(P), 1.0f, dyn,
+                  int(P), cn, int(P), 1.0f, dw_part, int(K));
+      if (dx) {
+        float* dxn = dx + n * in_size;
+        // dcols[K,P] = W[O,K]^T · dy_n[O,P]; pointwise convs write dx directly.
+        float* target = is_pointwise(g) ? dxn : dcols;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(K), int(P), int(O), 1.0f, w,
+                    int(K), dyn, int(P), 0.0f, target, int(P));
+        if (!is_pointwise(g)) col2im(g, dcols, dxn);
+      }
+    }
+#pragma omp barrier
+    // Sum the partials in thread order, each thread taking a slice of dW.
+    const int64_t total = O * K;
+    const int64_t lo = total * t / nt, hi = total * (t + 1) / nt;
+    for (int64_t i = lo; i < hi; ++i) {
+      float sum = 0.0f;
+      for (int u = 0; u < nt; ++u) sum += workspace[int64_t(u) * per_thread + 2 * K * P + i];
+      dw[i] = sum;
+    }
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < O; ++o) {
+      double sum = 0.0;
+      for (int n = 0; n < g.batch; ++n) {
+        const float* row = dy + (n * O + o) * P;
+        float s = 0.0f;
+        for (int64_t p = 0; p < P; ++p) s += row[p];
+        sum += s;
+      }
+      db[o] = float(sum);
+    }
+  }
+}
+
+void conv2d_forward_direct(const ConvGeometry& g, const float* x, const float* w, const float* b,
+                           float* y) {
+  const int Ho = g.out_height(), Wo = g.out_width(), k = g.kernel;
+  for (int n = 0; n < g.batch; ++n)
+    for (int o = 0; o < g.out_channels; ++o)
+      for (int oh = 0; oh < Ho; ++oh)
+        for (int ow = 0; ow < Wo; ++ow) {
+          double sum = b[o];
+          for (int c = 0; c < g.in_channels; ++c)
+            for (int ki = 0; ki < k; ++ki)
+              for (int kj = 0; kj < k; ++kj) {
+                const int ih = oh * g.stride - g.padding + ki, iw = ow * g.stride - g.padding + kj;
+                if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) continue;
+                sum += double(x[((int64_t(n) * g.in_channels + c) * g.in_height + ih) * g.in_width +
+                                iw]) *
+                       w[((int64_t(o) * g.in_channels + c) * k + ki) * k + kj];
+              }
+          y[((int64_t(n) * g.out_channels + o) * Ho + oh) * Wo + ow] = float(sum);
+        }
+}
+
+void linear_forward(int batch, int in_features, int out_features, const float* x, const float* w,
+                    const float* b, float* y) {
+  for (int n = 0; n < batch; ++n) std::copy(b, b + out_features, y + int64_t(n) * out_features);
+  // y[N,O] += x[N,I] · w[O,I]^T
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, out_features, in_features, 1.0f, x,
+              in_features, w, in_features, 1.0f, y, out_features);
+}
+
+void linear_backward(int batch, int in_features, int out_features, const float* x, const float* w,
+                     const float* dy, float* dx, float* dw, float* db) {
+  // dW[O,I] = dy[N,O]^T · x[N,I]
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_features, in_features, batch, 1.0f, dy,
+              out_features, x, in_features, 0.0f, dw, in_features);
+  if (dx) {
+    // dx[N,I] = dy[N,O] · W[O,I]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, in_features, out_features, 1.0f,
+                dy, out_features, w, in_features, 0.0f, dx, in_features);
+  }
+  for (int o = 0; o < out_features; ++o) {
+    double sum = 0.0;
+    for (int n = 0; n < batch; ++n) sum += dy[int64_t(n) * out_features + o];
+    db[o] = float(sum);
+  }
+}
+
+void relu_forward(int64_t n, const float* x, float* y) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void relu_backward(int64_t n, const float* y, const float* dy, float* dx) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int32_t* argmax) {
+  const int Ho = g.out_height(), Wo = g.out_width(), H = g.in_height, W = g.in_width;
+  const int64_t planes = int64_t(g.batch) * g.channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* in = x + pl * H * W;
+    float* out = y + pl * Ho * Wo;
+    int32_t* arg = argmax + pl * Ho * Wo;
+    for (int oh = 0; oh < Ho; ++oh)
+      for (int ow = 0; ow < Wo; ++ow) {
+        int best = (oh * g.stride) * W + ow * g.stride;
+        float best_value = in[best];
+        for (int ki = 0; ki < g.kernel; ++ki)
+          for (int kj = 0; kj < g.kernel; ++kj) {
+            const int idx = (oh * g.stride + ki) * W + ow * g.stride + kj;
+            // NaN propagates as in PyTorch: the first NaN in the window becomes the max.
+            const float v = in[idx];
+            if (!std::isnan(best_value) && (v > best_value || std::isnan(v))) {
+              best_value = v;
+              best = idx;
+            }
+          }
+        out[oh * Wo + ow] = best_value;
+        arg[oh * Wo + ow] = best;
+      }
+  }
+}
+
+void maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* argmax, float* dx) {
+  const int Ho = g.out_height(), Wo = g.out_width(), H = g.in_height, W = g.in_width;
+  const int64_t planes = int64_t(g.batch) * g.channels;
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    float* d = dx + pl * H * W;
+    std::fill(d, d + int64_t(H) * W, 0.0f);
+    const float* dout = dy + pl * Ho * Wo;
+    const int32_t* arg = argmax + pl * Ho * Wo;
+    for (int64_t i = 0; i < int64_t(Ho) * Wo; ++i) d[arg[i]] += dout[i];
+  }
+}
+
+double softmax_cross_entropy(int batch, int classes, const float* logits, const int32_t* labels,
+                             float grad_scale, float* dlogits, int32_t* predicted,
+                             int64_t* correct) {
+  double loss_sum = 0.0;
+  int64_t hits = 0;
+  for (int n = 0; n < batch; ++n) {
+    const float* z = logits + int64_t(n) * classes;
+    int best = 0;
+    for (int k = 1; k < classes; ++k)
+      if (z[k] > z[best]) best = k;
+    const float zmax = z[best];
+    double sum = 0.0;
+    for (int k = 0; k < classes; ++k) sum += std::exp(double(z[k]) - zmax);
+    const double log_sum = std::log(sum);
+    const int label = labels[n];
+    loss_sum += log_sum - (double(z[label]) - zmax);
+    hits += (best == label);
+    if (predicted) predicted[n] = best;
+    if (dlogits) {
+      float* d = dlogits + int64_t(n) * classes;
+      for (int k = 0; k < classes; ++k) {
+        const double softmax = std::exp(double(z[k]) - zmax - log_sum);
+        d[k] = float((softmax - (k == label ? 1.0 : 0.0)) / grad_scale);
+      }
+    }
+  }
+  if (correct) *correct = hits;
+  return loss_sum;
+}
+
+void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p) {
+  const float lr = p.lr, mu = p.momentum, wd = p.weight_decay;
+  if (mu == 0.0f) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
+    return;
+  }
+  if (p.nesterov) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const float gi = g[i] + wd * w[i];
+      const float vi = mu * v[i] + gi;
+      v[i] = vi;
+      w[i] -= lr * (gi + mu * vi);
+    }
+    return;
+  }
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float vi = mu * v[i] + (g[i] + wd * w[i]);
+    v[i] = vi;
+    w[i] -= lr * vi;
+  }
+}
+
+void gather_normalize(int64_t count, int channels, int64_t plane, const uint8_t* pixels,
+                      const int32_t* index, const float* mean, const float* std, float* out) {
+  // A 256-entry table per channel computed with the op's exact float expression: same bits as
+  // evaluating it per pixel, at a fraction of the cost.
+  std::vector<float> table(size_t(channels) * 256);
+  for (int c = 0; c < channels; ++c)
+    for (int v = 0; v < 256; ++v) table[size_t(c) * 256 + v] = (float(v) / 255.0f - mean[c]) / std[c];
+  const int64_t image = int64_t(channels) * plane;
+#pragma omp parallel for schedule(static) if (count * image > 65536)
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* src = pixels + int64_t(index[i]) * image;
+    float* dst = out + i * image;
+    for (int c = 0; c < channels; ++c) {
+      const float* t = table.data() + size_t(c) * 256;
+      for (int64_t p = 0; p < plane; ++p) dst[c * plane + p] = t[src[c * plane + p]];
+    }
+  }
+}
+
+}  // namespace gputrain::cpu

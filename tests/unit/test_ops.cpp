@@ -1,0 +1,265 @@
+// CPU ops: forward against direct definitions, backward against central finite differences,
+// SGD against torch.optim.SGD's formulas.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+
+#include "gputrain/ops.hpp"
+#include "support/gradient_check.hpp"
+
+using namespace gputrain;
+using gputrain::testing::check_gradient;
+using gputrain::testing::random_vector;
+
+namespace {
+
+cpu::ConvGeometry geometry(int n, int c, int h, int w, int o, int k, int s, int p) {
+  cpu::ConvGeometry g;
+  g.batch = n;
+  g.in_channels = c;
+  g.in_height = h;
+  g.in_width = w;
+  g.out_channels = o;
+  g.kernel = k;
+  g.stride = s;
+  g.padding = p;
+  return g;
+}
+
+double weighted_sum(const std::vector<float>& y, const std::vector<float>& r) {
+  double s = 0;
+  for (size_t i = 0; i < y.size(); ++i) s += double(y[i]) * r[i];
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d forward equals the direct convolution", "[ops][conv]") {
+  // tutorial shapes, strided, wide kernels, pointwise, padding larger than needed, batch 1
+  const cpu::ConvGeometry cases[] = {
+      geometry(2, 1, 28, 28, 16, 3, 1, 1), geometry(3, 16, 9, 11, 8, 3, 1, 1),
+      geometry(2, 3, 13, 10, 5, 5, 2, 2),  geometry(1, 4, 7, 7, 6, 1, 1, 0),
+      geometry(2, 2, 8, 9, 3, 3, 3, 0),    geometry(1, 3, 5, 6, 4, 3, 1, 2),
+      geometry(5, 2, 6, 6, 3, 2, 2, 1)};
+  for (const auto& g : cases) {
+    const size_t xs = size_t(g.batch) * g.in_channels * g.in_height * g.in_width;
+    const size_t ys = size_t(g.batch) * g.out_channels * g.out_height() * g.out_width();
+    auto x = random_vector(xs, 1), w = random_vector(size_t(g.out_channels) * g.col_rows(), 2),
+         b = random_vector(size_t(g.out_channels), 3);
+    std::vector<float> want(ys), got1(ys, NAN), got2(ys, NAN);
+    std::vector<float> ws(size_t(cpu::conv_workspace_floats(g, 2)));
+    cpu::conv2d_forward_direct(g, x.data(), w.data(), b.data(), want.data());
+    cpu::conv2d_forward(g, x.data(), w.data(), b.data(), got1.data(), ws.data(), 1);
+    cpu::conv2d_forward(g, x.data(), w.data(), b.data(), got2.data(), ws.data(), 2);
+    for (size_t i = 0; i < ys; ++i) {
+      INFO("geometry k=" << g.kernel << " s=" << g.stride << " p=" << g.padding << " index " << i);
+      REQUIRE(std::abs(got1[i] - want[i]) <= 1e-5f + 1e-5f * std::abs(want[i]));
+      REQUIRE(got1[i] == got2[i]);  // per-sample work: thread count does not change results
+    }
+  }
+}
+
+TEST_CASE("conv2d backward matches finite differences", "[ops][conv][gradient]") {
+  const cpu::ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1), geometry(3, 2, 5, 5, 3, 3, 1, 1),
+                                     geometry(2, 3, 4, 5, 2, 1, 1, 0)};
+  for (const auto& g : cases) {
+    const size_t xs = size_t(g.batch) * g.in_channels * g.in_height * g.in_width;
+    const size_t ys = size_t(g.batch) * g.out_channels * g.out_height() * g.out_width();
+    auto x = random_vector(xs, 4), w = random_vector(size_t(g.out_channels) * g.col_rows(), 5),
+         b = random_vector(size_t(g.out_channels), 6), r = random_vector(ys, 7);
+    std::vector<float> ws(size_t(cpu::conv_workspace_floats(g, 2))), y(ys);
+    std::vector<float> dx(xs, NAN), dw(w.size(), NAN), db(b.size(), NAN);
+    cpu::conv2d_backward(g, x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data(), ws.data(),
+                         2);
+    auto objective = [&] {
+      cpu::conv2d_forward(g, x.data(), w.data(), b.data(), y.data(), ws.data(), 1);
+      return weighted_sum(y, r);
+    };
+    // The objective is linear in each input, so a large eps is exact up to rounding.
+    gputrain::testing::GradientCheckOptions opt;
+    opt.eps = 0.25;
+    check_gradient("conv dx", x, dx, objective, opt);
+    check_gradient("conv dw", w, dw, objective, opt);
+    check_gradient("conv db", b, db, objective, opt);
+    // Same gradients with one thread (the dW reduction is per thread, then summed).
+    std::vector<float> dx1(xs), dw1(w.size()), db1(b.size());
+    cpu::conv2d_backward(g, x.data(), w.data(), r.data(), dx1.data(), dw1.data(), db1.data(),
+                         ws.data(), 1);
+    for (size_t i = 0; i < dw.size(); ++i) REQUIRE(std::abs(dw1[i] - dw[i]) <= 1e-5f);
+    CHECK(dx1 == dx);
+  }
+}
+
+TEST_CASE("linear forward and backward", "[ops][linear][gradient]") {
+  const int N = 5, I = 13, O = 7;
+  auto x = random_vector(N * I, 8), w = random_vector(O * I, 9), b = random_vector(O, 10),
+       r = random_vector(N * O, 11);
+  std::vector<float> y(N * O);
+  cpu::linear_forward(N, I, O, x.data(), w.data(), b.data(), y.data());
+  for (int n = 0; n < N; ++n)
+    for (int o = 0; o < O; ++o) {
+      double want = b[o];
+      for (int i = 0; i < I; ++i) want += double(x[n * I + i]) * w[o * I + i];
+      REQUIRE(y[n * O + o] == Approx(want).margin(1e-5));
+    }
+  std::vector<float> dx(x.size(), NAN), dw(w.size(), NAN), db(b.size(), NAN);
+  cpu::linear_backward(N, I, O, x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data());
+  auto objective = [&] {
+    cpu::linear_forward(N, I, O, x.data(), w.data(), b.data(), y.data());
+    return weighted_sum(y, r);
+  };
+  gputrain::testing::GradientCheckOptions opt;
+  opt.eps = 0.25;
+  check_gradient("linear dx", x, dx, objective, opt);
+  check_gradient("linear dw", w, dw, objective, opt);
+  check_gradient("linear db", b, db, objective, opt);
+}
+
+TEST_CASE("relu forward and backward", "[ops][relu][gradient]") {
+  auto x = random_vector(257, 12), r = random_vector(257, 13);
+  std::vector<float> y(x.size()), dx(x.size(), NAN);
+  cpu::relu_forward(int64_t(x.size()), x.data(), y.data());
+  for (size_t i = 0; i < x.size(); ++i) REQUIRE(y[i] == std::max(x[i], 0.0f));
+  cpu::relu_backward(int64_t(x.size()), y.data(), r.data(), dx.data());
+  gputrain::testing::GradientCheckOptions opt;
+  opt.eps = 1e-3;
+  check_gradient("relu dx", x, dx,
+                 [&] {
+                   cpu::relu_forward(int64_t(x.size()), x.data(), y.data());
+                   return weighted_sum(y, r);
+                 },
+                 opt, [&](size_t i) { return std::abs(x[i]) < 2 * opt.eps; });
+}
+
+TEST_CASE("maxpool2d forward and backward", "[ops][maxpool][gradient]") {
+  for (auto [k, s] : {std::pair{2, 2}, std::pair{3, 2}, std::pair{3, 1}}) {
+    cpu::PoolGeometry g;
+    g.batch = 2;
+    g.channels = 3;
+    g.in_height = 9;
+    g.in_width = 8;
+    g.kernel = k;
+    g.stride = s;
+    const int Ho = g.out_height(), Wo = g.out_width();
+    const size_t xs = size_t(2 * 3 * 9 * 8), ys = size_t(2 * 3 * Ho * Wo);
+    auto x = random_vector(xs, 14), r = random_vector(ys, 15);
+    std::vector<float> y(ys), dx(xs, NAN);
+    std::vector<int32_t> arg(ys);
+    cpu::maxpool2d_forward(g, x.data(), y.data(), arg.data());
+    for (int pl = 0; pl < 6; ++pl)
+      for (int oh = 0; oh < Ho; ++oh)
+        for (int ow = 0; ow < Wo; ++ow) {
+          float m = -INFINITY;
+          for (int i = 0; i < k; ++i)
+            for (int j = 0; j < k; ++j) m = std::max(m, x[size_t(pl * 72 + (oh * s + i) * 8 + ow * s + j)]);
+          const size_t o = size_t((pl * Ho + oh) * Wo + ow);
+          REQUIRE(y[o] == m);
+          REQUIRE(x[size_t(pl * 72 + arg[o])] == m);
+        }
+    cpu::maxpool2d_backward(g, r.data(), arg.data(), dx.data());
+    gputrain::testing::GradientCheckOptions opt;
+    opt.eps = 1e-3;
+    // Skip elements whose value is within eps of another in the same plane (a near-tie could swap
+    // the max under perturbation).
+    auto near_tie = [&](size_t i) {
+      const size_t base = i / 72 * 72;
+      for (size_t j = base; j < base + 72; ++j)
+        if (j != i && std::abs(x[j] - x[i]) < 3 * opt.eps) return true;
+      return false;
+    };
+    check_gradient("maxpool dx", x, dx,
+                   [&] {
+                     cpu::maxpool2d_forward(g, x.data(), y.data(), arg.data());
+                     return weighted_sum(y, r);
+                   },
+                   opt, near_tie);
+  }
+}
+
+TEST_CASE("softmax cross-entropy: loss, accuracy, gradient, stability", "[ops][loss][gradient]") {
+  const int N = 6, K = 7;
+  auto z = random_vector(N * K, 16, -3, 3);
+  std::vector<int32_t> labels = {0, 6, 3, 3, 1, 5};
+  std::vector<float> d(z.size(), NAN);
+  std::vector<int32_t> pred(N);
+  int64_t correct = -1;
+  const double loss = cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), float(N), d.data(),
+                                                 pred.data(), &correct);
+  double want = 0;
+  int64_t want_correct = 0;
+  for (int n = 0; n < N; ++n) {
+    double s = 0;
+    for (int k = 0; k < K; ++k) s += std::exp(double(z[n * K + k]));
+    want += std::log(s) - z[n * K + labels[n]];
+    const int best = int(std::max_element(z.begin() + n * K, z.begin() + (n + 1) * K) - z.begin()) - n * K;
+    CHECK(pred[n] == best);
+    want_correct += best == labels[n];
+  }
+  CHECK(loss == Approx(want).epsilon(1e-6));
+  CHECK(correct == want_correct);
+  // d is the gradient of the MEAN loss (grad_scale = N).
+  gputrain::testing::GradientCheckOptions opt;
+  opt.eps = 1e-2;
+  opt.rtol = 1e-3;
+  opt.atol = 1e-5;
+  check_gradient("softmax dlogits", z, d, [&] {
+    return cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 1, nullptr, nullptr, nullptr) / N;
+  }, opt);
+  // Huge logits stay finite (log-sum-exp around the row max).
+  std::vector<float> big = {1e4f, -1e4f, 5e3f};
+  std::vector<int32_t> l1 = {2};
+  std::vector<float> dbig(3);
+  const double big_loss = cpu::softmax_cross_entropy(1, 3, big.data(), l1.data(), 1, dbig.data(), nullptr, nullptr);
+  CHECK(big_loss == Approx(5e3));
+  CHECK(dbig[0] == Approx(1.0f));
+  CHECK(dbig[2] == Approx(-1.0f));
+}
+
+TEST_CASE("sgd_update follows torch.optim.SGD", "[ops][sgd]") {
+  struct Case {
+    float momentum, wd;
+    bool nesterov;
+  };
+  for (const Case c : {Case{0, 0, false}, Case{0, 0.1f, false}, Case{0.9f, 0, false},
+                       Case{0.5f, 0.01f, false}, Case{0.9f, 0.01f, true}}) {
+    const int n = 37;
+    auto w = random_vector(n, 17);
+    std::vector<float> v(n, 0.0f);
+    std::vector<double> wr(w.begin(), w.end()), vr(n, 0.0);
+    cpu::SgdParams p;
+    p.lr = 0.1f;
+    p.momentum = c.momentum;
+    p.weight_decay = c.wd;
+    p.nesterov = c.nesterov;
+    for (int step = 0; step < 3; ++step) {
+      auto g = random_vector(n, 18 + step);
+      cpu::sgd_update(n, w.data(), g.data(), v.data(), p);
+      // torch/optim/sgd.py (_single_tensor_sgd), dampening 0, in double:
+      for (int i = 0; i < n; ++i) {
+        double d = g[i] + c.wd * wr[i];
+        if (c.momentum != 0) {
+          vr[i] = step == 0 ? d : c.momentum * vr[i] + d;
+          d = c.nesterov ? d + c.momentum * vr[i] : vr[i];
+        }
+        wr[i] -= 0.1 * d;
+      }
+      for (int i = 0; i < n; ++i) REQUIRE(w[i] == Approx(wr[i]).margin(1e-6));
+    }
+  }
+}
+
+TEST_CASE("gather_normalize picks and normalizes images in order", "[ops][data]") {
+  const int C = 3, P = 5, count = 4;
+  std::vector<uint8_t> pixels(10 * C * P);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t(i * 37 % 256);
+  std::vector<int32_t> index = {7, 0, 9, 7};
+  std::vector<float> mean = {0.1f, 0.5f, 0.9f}, stdv = {0.3f, 0.2f, 0.25f}, out(count * C * P, NAN);
+  cpu::gather_normalize(count, C, P, pixels.data(), index.data(), mean.data(), stdv.data(), out.data());
+  for (int i = 0; i < count; ++i)
+    for (int c = 0; c < C; ++c)
+      for (int p = 0; p < P; ++p) {
+        const float want = (float(pixels[size_t((index[i] * C + c) * P + p)]) / 255.0f - mean[c]) / stdv[c];
+        REQUIRE(out[size_t((i * C + c) * P + p)] == want);  // bit for bit
+      }
+}

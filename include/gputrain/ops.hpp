@@ -28,9 +28,10 @@ struct PoolGeometry {
 // Scratch space the conv ops need (im2col columns per thread); query, allocate once, pass in.
 int64_t conv_workspace_floats(const ConvGeometry& g, int threads);
 
-// y[N,O,Ho,Wo] = conv(x[N,C,H,W], w[O,C,k,k]) + b[O] (cross-correlation, as nn.Conv2d).
+// y[N,O,Ho,Wo] = conv(x[N,C,H,W], w[O,C,k,k]) + b[O] (cross-correlation, as nn.Conv2d);
+// `relu` applies max(y, 0) while each sample's output is still in cache (a fused conv → ReLU).
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                    float* workspace, int threads);
+                    float* workspace, int threads, bool relu = false);
 // dx (may be null: first layer), dw[O,C,k,k], db[O] from dy[N,O,Ho,Wo].
 void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, float* workspace, int threads);
@@ -39,9 +40,9 @@ void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, cons
 void conv2d_forward_direct(const ConvGeometry& g, const float* x, const float* w, const float* b,
                            float* y);
 
-// y[N,O] = x[N,I] · w[O,I]^T + b[O]
+// y[N,O] = x[N,I] · w[O,I]^T + b[O]; `relu` as for conv2d_forward.
 void linear_forward(int batch, int in_features, int out_features, const float* x, const float* w,
-                    const float* b, float* y);
+                    const float* b, float* y, bool relu = false);
 // dx[N,I] (may be null), dw[O,I], db[O] from dy[N,O].
 void linear_backward(int batch, int in_features, int out_features, const float* x, const float* w,
                      const float* dy, float* dx, float* dw, float* db);

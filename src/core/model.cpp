@@ -11,17 +11,23 @@ namespace {
 
 const char* kind_name(LayerKind kind) {
   switch (kind) {
-    case LayerKind::Conv2d: return "conv2d";
-    case LayerKind::Relu: return "relu";
-    case LayerKind::MaxPool2d: return "maxpool2d";
-    case LayerKind::Flatten: return "flatten";
-    case LayerKind::Linear: return "linear";
+    case LayerKind::Conv2d:
+      return "conv2d";
+    case LayerKind::Relu:
+      return "relu";
+    case LayerKind::MaxPool2d:
+      return "maxpool2d";
+    case LayerKind::Flatten:
+      return "flatten";
+    case LayerKind::Linear:
+      return "linear";
   }
   return "?";
 }
 
 std::string shape_text(const ActivationShape& s) {
-  return std::to_string(s.channels) + "x" + std::to_string(s.height) + "x" + std::to_string(s.width);
+  return std::to_string(s.channels) + "x" + std::to_string(s.height) + "x" +
+         std::to_string(s.width);
 }
 
 }  // namespace
@@ -53,10 +59,10 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
 
   for (size_t i = 0; i < config.layers.size(); ++i) {
     const LayerConfig& layer = config.layers[i];
-    const std::string where = config_source +
-                              (layer.source_line > 0 ? ":" + std::to_string(layer.source_line) : "") +
-                              ": model.layers[" + std::to_string(i) + "] (" + kind_name(layer.kind) +
-                              (layer.name.empty() ? "" : " '" + layer.name + "'") + ")";
+    const std::string where =
+        config_source + (layer.source_line > 0 ? ":" + std::to_string(layer.source_line) : "") +
+        ": model.layers[" + std::to_string(i) + "] (" + kind_name(layer.kind) +
+        (layer.name.empty() ? "" : " '" + layer.name + "'") + ")";
     LayerPlan lp;
     lp.config = layer;
     lp.input = shape;
@@ -69,8 +75,8 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
         const int k = layer.kernel, p = layer.padding, s = layer.stride;
         if (k > shape.height + 2 * p || k > shape.width + 2 * p)
           throw ConfigError(where + ": kernel " + std::to_string(k) +
-                            " is larger than its padded input " + shape_text(shape) +
-                            " (padding " + std::to_string(p) + ")");
+                            " is larger than its padded input " + shape_text(shape) + " (padding " +
+                            std::to_string(p) + ")");
         const int fan_in = shape.channels * k * k;
         lp.weight_index = add_parameter(layer.name + ".weight",
                                         {layer.out_channels, shape.channels, k, k}, fan_in);

@@ -52,10 +52,13 @@ TEST_CASE("conv2d forward equals the direct convolution", "[ops][conv]") {
     cpu::conv2d_forward_direct(g, x.data(), w.data(), b.data(), want.data());
     cpu::conv2d_forward(g, x.data(), w.data(), b.data(), got1.data(), ws.data(), 1);
     cpu::conv2d_forward(g, x.data(), w.data(), b.data(), got2.data(), ws.data(), 2);
+    std::vector<float> fused(ys, NAN);
+    cpu::conv2d_forward(g, x.data(), w.data(), b.data(), fused.data(), ws.data(), 2, /*relu=*/true);
     for (size_t i = 0; i < ys; ++i) {
       INFO("geometry k=" << g.kernel << " s=" << g.stride << " p=" << g.padding << " index " << i);
       REQUIRE(std::abs(got1[i] - want[i]) <= 1e-5f + 1e-5f * std::abs(want[i]));
       REQUIRE(got1[i] == got2[i]);  // per-sample work: thread count does not change results
+      REQUIRE(fused[i] == std::max(got1[i], 0.0f));
     }
   }
 }
@@ -103,6 +106,9 @@ TEST_CASE("linear forward and backward", "[ops][linear][gradient]") {
       for (int i = 0; i < I; ++i) want += double(x[n * I + i]) * w[o * I + i];
       REQUIRE(y[n * O + o] == Approx(want).margin(1e-5));
     }
+  std::vector<float> fused(N * O);
+  cpu::linear_forward(N, I, O, x.data(), w.data(), b.data(), fused.data(), /*relu=*/true);
+  for (int i = 0; i < N * O; ++i) REQUIRE(fused[i] == std::max(y[i], 0.0f));
   std::vector<float> dx(x.size(), NAN), dw(w.size(), NAN), db(b.size(), NAN);
   cpu::linear_backward(N, I, O, x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data());
   auto objective = [&] {

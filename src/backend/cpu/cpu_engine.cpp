@@ -37,11 +37,21 @@ class CpuEngine final : public Engine {
     act_.assign(L, nullptr);
     grad_.assign(L, nullptr);
     argmax_.resize(L);
+    fused_relu_.assign(L, false);
     int64_t workspace = 0;
     for (size_t i = 0; i < L; ++i) {
       const LayerPlan& layer = plan.layers[i];
       const size_t n = size_t(batch_) * size_t(layer.output.size());
-      if (layer.config.kind == LayerKind::Flatten) {
+      const bool fusable_relu = layer.config.kind == LayerKind::Relu && i > 0 &&
+                                (plan.layers[i - 1].config.kind == LayerKind::Conv2d ||
+                                 plan.layers[i - 1].config.kind == LayerKind::Linear);
+      if (fusable_relu) {
+        // conv/linear → relu: the producer applies the ReLU to its own output in place, and the
+        // ReLU's backward masks the gradient in place.
+        fused_relu_[i - 1] = true;
+        act_[i] = act_[i - 1];
+        grad_[i] = grad_[i - 1];
+      } else if (layer.config.kind == LayerKind::Flatten) {
         act_[i] = i == 0 ? input_.data() : act_[i - 1];
         grad_[i] = i == 0 ? nullptr : grad_[i - 1];
       } else {
@@ -178,14 +188,15 @@ class CpuEngine final : public Engine {
       switch (layer.config.kind) {
         case LayerKind::Conv2d:
           cpu::conv2d_forward(conv_geometry(layer, count), x, param(layer.weight_index),
-                              param(layer.bias_index), y, workspace_.data(), threads_);
+                              param(layer.bias_index), y, workspace_.data(), threads_,
+                              fused_relu_[i]);
           break;
         case LayerKind::Linear:
           cpu::linear_forward(count, int(layer.input.size()), layer.config.out_features, x,
-                              param(layer.weight_index), param(layer.bias_index), y);
+                              param(layer.weight_index), param(layer.bias_index), y, fused_relu_[i]);
           break;
         case LayerKind::Relu:
-          cpu::relu_forward(int64_t(count) * layer.output.size(), x, y);
+          if (x != y) cpu::relu_forward(int64_t(count) * layer.output.size(), x, y);
           break;
         case LayerKind::MaxPool2d:
           cpu::maxpool2d_forward(pool_geometry(layer, count), x, y, argmax_[i].data());
@@ -249,6 +260,7 @@ class CpuEngine final : public Engine {
   std::vector<std::vector<float>> storage_, grad_storage_;
   std::vector<float*> act_, grad_;
   std::vector<std::vector<int32_t>> argmax_;
+  std::vector<bool> fused_relu_;  // layer i applies the following ReLU itself
   std::vector<int32_t> labels_, predicted_, eval_index_, order_;
   ImageSet train_, eval_;
   TrainCounters counters_;

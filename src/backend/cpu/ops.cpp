@@ -99,7 +99,7 @@ int64_t conv_workspace_floats(const ConvGeometry& g, int threads) {
 }
 
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                    float* workspace, int threads) {
+                    float* workspace, int threads, bool relu) {
   const int T = resolve_threads(threads);
   const int64_t K = g.col_rows(), P = g.col_cols(), O = g.out_channels;
   const int64_t in_size = int64_t(g.in_channels) * g.in_height * g.in_width;
@@ -118,6 +118,8 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const
     for (int64_t o = 0; o < O; ++o) std::fill(yn + o * P, yn + (o + 1) * P, b[o]);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(O), int(P), int(K), 1.0f, w, int(K),
                 cols, int(P), 1.0f, yn, int(P));
+    if (relu)
+      for (int64_t i = 0; i < O * P; ++i) yn[i] = yn[i] > 0.0f ? yn[i] : 0.0f;
   }
 }
 
@@ -202,11 +204,12 @@ void conv2d_forward_direct(const ConvGeometry& g, const float* x, const float* w
 }
 
 void linear_forward(int batch, int in_features, int out_features, const float* x, const float* w,
-                    const float* b, float* y) {
+                    const float* b, float* y, bool relu) {
   for (int n = 0; n < batch; ++n) std::copy(b, b + out_features, y + int64_t(n) * out_features);
   // y[N,O] += x[N,I] · w[O,I]^T
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, out_features, in_features, 1.0f, x,
               in_features, w, in_features, 1.0f, y, out_features);
+  if (relu) relu_forward(int64_t(batch) * out_features, y, y);
 }
 
 void linear_backward(int batch, int in_features, int out_features, const float* x, const float* w,

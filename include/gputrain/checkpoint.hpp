@@ -1,0 +1,56 @@
+// Weights and checkpoints as safetensors files.
+//   model.safetensors       the parameters, named as the PyTorch model's state_dict, plus the input
+//                           normalization in __metadata__ (normalize_mean / normalize_std)
+//   checkpoint.safetensors  the same + momentum buffers ("momentum.<name>") + where training stands
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gputrain/engine.hpp"
+#include "gputrain/model.hpp"
+
+namespace gputrain {
+
+struct Normalization {
+  std::vector<float> mean, std;  // per channel, applied to pixel/255
+};
+
+struct LoadedWeights {
+  std::vector<float> parameters;  // flat, in plan order
+  bool has_normalization = false;
+  Normalization normalization;
+};
+
+// Writes the parameters (flat, plan order) with their state_dict names, atomically.
+void save_weights(const std::string& path, const ModelPlan& plan, const std::vector<float>& parameters,
+                  const Normalization& normalization);
+
+// Reads a weights file (or a checkpoint) strictly, as PyTorch's load_state_dict(strict=True): every
+// parameter of the plan present with its exact shape, no unexpected tensors. WeightsError otherwise.
+LoadedWeights load_weights(const std::string& path, const ModelPlan& plan);
+
+// Where a run stands: the next step to run is `step_in_epoch` of `epoch` (0-based).
+struct TrainingState {
+  int epoch = 0;
+  int64_t step_in_epoch = 0;
+  int64_t global_step = 0;
+  TrainCounters partial;  // counters of the current epoch's steps already run
+  double best_test_acc = -1;
+  int best_epoch = 0;     // 1-based, 0 = none yet
+  std::string config_yaml;  // the resolved config of the run
+};
+
+void save_checkpoint(const std::string& path, const ModelPlan& plan, const std::vector<float>& parameters,
+                     const std::vector<float>& momentum, const Normalization& normalization,
+                     const TrainingState& state);
+
+struct LoadedCheckpoint {
+  std::vector<float> parameters, momentum;
+  Normalization normalization;
+  TrainingState state;
+};
+LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan);
+
+}  // namespace gputrain

@@ -1,0 +1,77 @@
+// The run itself: config → data → engine → epochs of steps → evaluation, metrics, checkpoints.
+// Reports progress through an observer (the CLI prints; the library does not).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gputrain/checkpoint.hpp"
+#include "gputrain/config.hpp"
+#include "gputrain/engine.hpp"
+
+namespace gputrain {
+
+struct EpochMetrics {
+  int epoch = 0;  // 1-based
+  double train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0;
+  double images_per_s = 0, seconds = 0, eval_seconds = 0, lr = 0;
+  int64_t steps = 0;
+  double gpu_busy_percent = -1;  // negative: not measured
+};
+
+class TrainObserver {
+ public:
+  virtual ~TrainObserver() = default;
+  virtual void on_info(const std::string& /*message*/) {}
+  // Every step (cheap: no device sync behind it).
+  virtual void on_step(int /*epoch*/, int64_t /*step_in_epoch*/, int64_t /*steps_per_epoch*/,
+                       int64_t /*samples_done*/) {}
+  // Every train.log_interval steps: running mean loss and accuracy of the epoch so far.
+  virtual void on_log(int /*epoch*/, int64_t /*step_in_epoch*/, int64_t /*steps_per_epoch*/,
+                      double /*loss*/, double /*accuracy*/) {}
+  virtual void on_epoch(const EpochMetrics& /*metrics*/) {}
+};
+
+struct TrainRequest {
+  Config config;
+  std::string out_dir;      // where outputs go (the CLI resolves --out vs output.dir)
+  std::string resume_path;  // checkpoint to continue, or empty
+  std::string init_path;    // weights to start from, or empty
+  bool use_graph = true;
+  const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT): checkpoint and stop
+};
+
+struct TrainSummary {
+  std::vector<EpochMetrics> epochs;  // the epochs run by this invocation
+  double best_test_acc = 0, final_test_acc = 0;
+  int best_epoch = 0;
+  double train_seconds = 0, images_per_s = 0;
+  std::string engine;
+  std::string out_dir;
+};
+
+// Throws UserError subclasses for bad input, RuntimeFailure for a non-finite loss (naming the step),
+// Interrupted after writing a checkpoint when *stop became true.
+TrainSummary train(const TrainRequest& request, TrainObserver& observer);
+
+struct EvalRequest {
+  Config config;
+  std::string weights_path;
+  bool use_graph = true;
+  bool want_logits = false;
+};
+
+struct EvalReport {
+  EvalResult result;
+  std::vector<float> logits;   // samples × classes, when asked for
+  std::vector<int32_t> labels;
+  Normalization normalization;
+  std::string normalization_source;  // "config", "weights file", "training images"
+  std::string engine;
+};
+
+EvalReport evaluate(const EvalRequest& request, TrainObserver& observer);
+
+}  // namespace gputrain

@@ -1,0 +1,194 @@
+#include "gputrain/checkpoint.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "core/json.hpp"
+#include "gputrain/errors.hpp"
+#include "gputrain/safetensors.hpp"
+
+namespace gputrain {
+namespace {
+
+constexpr const char* kMomentumPrefix = "momentum.";
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string float_list(const std::vector<float>& values) {
+  JsonValue list = JsonValue::array();
+  for (float v : values) list.push_back(JsonValue(v));
+  return list.dump();
+}
+
+std::vector<float> parse_float_list(const std::string& path, const std::string& key,
+                                    const std::string& text) {
+  try {
+    JsonValue v = parse_json(text);
+    std::vector<float> out;
+    if (!v.is_array()) throw JsonParseError("not an array", 0);
+    for (const JsonValue& x : v.as_array()) {
+      if (!x.is_number()) throw JsonParseError("not a number", 0);
+      out.push_back(float(x.as_number()));
+    }
+    return out;
+  } catch (const JsonParseError& e) {
+    throw WeightsError(path + ": __metadata__." + key + " must be a JSON array of numbers (" +
+                       e.what() + ")");
+  }
+}
+
+void add_normalization(TensorFile& file, const Normalization& n) {
+  file.metadata["normalize_mean"] = float_list(n.mean);
+  file.metadata["normalize_std"] = float_list(n.std);
+}
+
+bool read_normalization(const std::string& path, const TensorFile& file, Normalization& n) {
+  auto mean = file.metadata.find("normalize_mean"), std = file.metadata.find("normalize_std");
+  if (mean == file.metadata.end() || std == file.metadata.end()) return false;
+  n.mean = parse_float_list(path, "normalize_mean", mean->second);
+  n.std = parse_float_list(path, "normalize_std", std->second);
+  if (n.mean.size() != n.std.size() || n.mean.empty())
+    throw WeightsError(path +
+                       ": __metadata__ normalize_mean and normalize_std must have one value "
+                       "per channel");
+  for (float s : n.std)
+    if (!(s > 0)) throw WeightsError(path + ": __metadata__.normalize_std values must be > 0");
+  return true;
+}
+
+// Copies every plan parameter (optionally under a name prefix) from `file` into a flat buffer.
+std::vector<float> gather(const std::string& path, const TensorFile& file, const ModelPlan& plan,
+                          const std::string& prefix) {
+  std::vector<float> flat(plan.parameter_count);
+  for (const ParameterInfo& p : plan.parameters) {
+    const NamedTensor* t = file.find(prefix + p.name);
+    if (!t)
+      throw WeightsError(path + ": missing tensor '" + prefix + p.name + "' (expected shape " +
+                         shape_text(p.shape) + ")");
+    if (t->shape != p.shape)
+      throw WeightsError(path + ": tensor '" + t->name + "' has shape " + shape_text(t->shape) +
+                         ", the model expects " + shape_text(p.shape));
+    std::copy(t->values.begin(), t->values.end(), flat.begin() + long(p.offset));
+  }
+  return flat;
+}
+
+void add_tensors(TensorFile& file, const ModelPlan& plan, const std::vector<float>& flat,
+                 const std::string& prefix) {
+  for (const ParameterInfo& p : plan.parameters) {
+    NamedTensor t;
+    t.name = prefix + p.name;
+    t.shape = p.shape;
+    t.values.assign(flat.begin() + long(p.offset), flat.begin() + long(p.offset + p.count));
+    file.tensors.push_back(std::move(t));
+  }
+}
+
+std::string get(const std::string& path, const TensorFile& file, const std::string& key) {
+  auto it = file.metadata.find(key);
+  if (it == file.metadata.end())
+    throw WeightsError(path + ": not a gputrain checkpoint (no __metadata__." + key + ")");
+  return it->second;
+}
+
+int64_t get_int(const std::string& path, const TensorFile& file, const std::string& key) {
+  const std::string s = get(path, file, key);
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(s, &used);
+    if (used == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw WeightsError(path + ": __metadata__." + key + " must be an integer, got '" + s + "'");
+}
+
+double get_double(const std::string& path, const TensorFile& file, const std::string& key) {
+  const std::string s = get(path, file, key);
+  try {
+    size_t used = 0;
+    const double v = std::stod(s, &used);
+    if (used == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw WeightsError(path + ": __metadata__." + key + " must be a number, got '" + s + "'");
+}
+
+}  // namespace
+
+void save_weights(const std::string& path, const ModelPlan& plan,
+                  const std::vector<float>& parameters, const Normalization& normalization) {
+  TensorFile file;
+  add_tensors(file, plan, parameters, "");
+  add_normalization(file, normalization);
+  file.metadata["format"] = "pt";  // what Python's safetensors.torch writes: loaders expect it
+  write_safetensors(path, file);
+}
+
+LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
+  const TensorFile file = read_safetensors(path);
+  const bool is_checkpoint = file.metadata.count("gputrain_checkpoint") > 0;
+  std::set<std::string> expected;
+  for (const ParameterInfo& p : plan.parameters) expected.insert(p.name);
+  for (const NamedTensor& t : file.tensors) {
+    if (is_checkpoint && t.name.rfind(kMomentumPrefix, 0) == 0) continue;
+    if (!expected.count(t.name))
+      throw WeightsError(path + ": unexpected tensor '" + t.name +
+                         "' (the model has no such parameter; check the config's layer names)");
+  }
+  LoadedWeights w;
+  w.parameters = gather(path, file, plan, "");
+  w.has_normalization = read_normalization(path, file, w.normalization);
+  return w;
+}
+
+void save_checkpoint(const std::string& path, const ModelPlan& plan,
+                     const std::vector<float>& parameters, const std::vector<float>& momentum,
+                     const Normalization& normalization, const TrainingState& s) {
+  TensorFile file;
+  add_tensors(file, plan, parameters, "");
+  add_tensors(file, plan, momentum, kMomentumPrefix);
+  add_normalization(file, normalization);
+  auto& m = file.metadata;
+  m["gputrain_checkpoint"] = "1";
+  m["epoch"] = std::to_string(s.epoch);
+  m["step_in_epoch"] = std::to_string(s.step_in_epoch);
+  m["global_step"] = std::to_string(s.global_step);
+  m["partial_loss_sum"] = json_number(s.partial.loss_sum);
+  m["partial_correct"] = std::to_string(s.partial.correct);
+  m["partial_samples"] = std::to_string(s.partial.samples);
+  m["best_test_acc"] = json_number(s.best_test_acc);
+  m["best_epoch"] = std::to_string(s.best_epoch);
+  m["config"] = s.config_yaml;
+  write_safetensors(path, file);
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan) {
+  const TensorFile file = read_safetensors(path);
+  if (!file.metadata.count("gputrain_checkpoint"))
+    throw WeightsError(path + ": not a gputrain checkpoint (a weights file? use --init for those)");
+  LoadedCheckpoint c;
+  c.parameters = gather(path, file, plan, "");
+  c.momentum = gather(path, file, plan, kMomentumPrefix);
+  if (!read_normalization(path, file, c.normalization))
+    throw WeightsError(path + ": checkpoint without normalize_mean / normalize_std metadata");
+  TrainingState& s = c.state;
+  s.epoch = int(get_int(path, file, "epoch"));
+  s.step_in_epoch = get_int(path, file, "step_in_epoch");
+  s.global_step = get_int(path, file, "global_step");
+  s.partial.loss_sum = get_double(path, file, "partial_loss_sum");
+  s.partial.correct = get_int(path, file, "partial_correct");
+  s.partial.samples = get_int(path, file, "partial_samples");
+  s.best_test_acc = get_double(path, file, "best_test_acc");
+  s.best_epoch = int(get_int(path, file, "best_epoch"));
+  s.config_yaml = get(path, file, "config");
+  if (s.epoch < 0 || s.step_in_epoch < 0 || s.global_step < 0)
+    throw WeightsError(path + ": negative epoch or step in the checkpoint's metadata");
+  return c;
+}
+
+}  // namespace gputrain

@@ -1,0 +1,132 @@
+"""--version, --help, info and --device: auto falls back to the CPU, cuda without a GPU is exit 2."""
+
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+import cli_helpers as h
+
+
+def gpu_expected():
+    """A usable CUDA device is expected: an NVIDIA device node and a binary linked against CUDA."""
+    if not os.path.exists("/dev/nvidia0"):
+        return False
+    try:
+        ldd = subprocess.run(["ldd", str(h.binary_path())], stdout=subprocess.PIPE, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libcudart" in ldd or "libcudnn" in ldd
+
+
+no_gpu_only = pytest.mark.skipif("gpu_expected()", reason="a CUDA device is present")
+gpu_only = pytest.mark.skipif("not gpu_expected()", reason="no CUDA device")
+
+
+def test_version(gputrain_bin):
+    res = h.run_gputrain(["--version"])
+    h.assert_ok(res)
+    assert h.project_version() in res.stdout, \
+        f"--version should print {h.project_version()}" + h.describe(res)
+
+
+def test_help(gputrain_bin):
+    res = h.run_gputrain(["--help"])
+    h.assert_ok(res)
+    for word in ("train", "eval", "info"):
+        assert word in res.stdout, f"--help should mention {word}" + h.describe(res)
+
+
+@no_gpu_only
+def test_info_says_no_device(gputrain_bin):
+    res = h.run_gputrain(["info"])
+    h.assert_ok(res)
+    text = (res.stdout + res.stderr).lower()
+    assert re.search(r"\bno\b[^\n]*\b(cuda|gpu|device)|(cuda|gpu|device)[^\n]*\b(not found|none)\b",
+                     text), "info should say that no device was found" + h.describe(res)
+
+
+@gpu_only
+def test_info_lists_the_device(gputrain_bin):
+    res = h.run_gputrain(["info"])
+    h.assert_ok(res)
+    assert re.search(r"nvidia|h100|h200|a100|geforce|rtx", (res.stdout + res.stderr).lower()), \
+        "info should name the device" + h.describe(res)
+
+
+@no_gpu_only
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_device_cuda_without_gpu_is_exit_2(where, make_config, tmp_path):
+    out = tmp_path / "out"
+    if where == "flag":
+        args = ["train", "--config", make_config(epochs=1), "--device", "cuda"]
+    else:
+        args = ["train", "--config", make_config(epochs=1, device="cuda")]
+    res = h.run_gputrain(args + ["--out", out, "--quiet"], cwd=tmp_path)
+    line = h.assert_user_error(res)
+    assert re.search(r"cuda|gpu|device", line, re.IGNORECASE), \
+        "the message should say that no CUDA device is usable" + h.describe(res)
+    h.assert_no_outputs(out)
+
+
+@no_gpu_only
+def test_eval_device_cuda_without_gpu_is_exit_2(make_config, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    h.write_safetensors(weights, {n: np.zeros(s, np.float32)
+                                  for n, s in h.param_shapes(h.SMALL_LAYERS).items()})
+    res = h.run_gputrain(["eval", "--config", make_config(), "--weights", weights,
+                          "--device", "cuda"], cwd=tmp_path)
+    line = h.assert_user_error(res)
+    assert re.search(r"cuda|gpu|device", line, re.IGNORECASE), h.describe(res)
+
+
+@no_gpu_only
+def test_device_auto_trains_on_the_cpu(make_config, tmp_path):
+    cfg = make_config(epochs=1, device="cuda")  # the flag overrides the config
+    for device in ("auto", "cpu"):
+        res = h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / device,
+                              "--device", device, "--quiet"], cwd=tmp_path)
+        h.assert_ok(res)
+    assert h.read_metrics(tmp_path / "auto/metrics.jsonl")[-1]["test_acc"] >= 0.5
+    h.assert_bitwise_equal(tmp_path / "auto/model.safetensors", tmp_path / "cpu/model.safetensors")
+
+
+@no_gpu_only
+def test_device_auto_in_config(make_config, tmp_path):
+    res = h.run_gputrain(["train", "--config", make_config(epochs=1, device="auto"), "--out",
+                          tmp_path / "out", "--quiet"], cwd=tmp_path)
+    h.assert_ok(res)
+    assert (tmp_path / "out/model.safetensors").is_file()
+
+
+@gpu_only
+def test_cuda_training_matches_cpu_eval(make_config, tmp_path):
+    cfg = make_config(epochs=3)
+    res = h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / "cuda", "--device", "cuda",
+                          "--quiet"], cwd=tmp_path)
+    h.assert_ok(res)
+    last = h.read_metrics(tmp_path / "cuda/metrics.jsonl")[-1]
+    assert last["test_acc"] >= 0.9, last
+    weights = tmp_path / "cuda/model.safetensors"
+    results = {}
+    for device in ("cuda", "cpu"):
+        r = h.run_gputrain(["eval", "--config", cfg, "--weights", weights, "--json", "--device",
+                            device], cwd=tmp_path)
+        h.assert_ok(r)
+        results[device] = json.loads(r.stdout)
+    assert abs(results["cuda"]["accuracy"] - results["cpu"]["accuracy"]) * h.TEST_COUNT <= 1.01
+    assert results["cuda"]["loss"] == pytest.approx(results["cpu"]["loss"], rel=1e-3)
+    assert round(last["test_acc"] * h.TEST_COUNT) == round(results["cuda"]["accuracy"] * h.TEST_COUNT)
+
+
+def test_no_graph_flag_is_accepted_on_the_cpu(make_config, tmp_path):
+    cfg = make_config(epochs=1)
+    for name, extra in (("graph", []), ("nograph", ["--no-graph"])):
+        h.assert_ok(h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / name, "--quiet",
+                                    "--device", "cpu", *extra], cwd=tmp_path))
+    h.assert_bitwise_equal(tmp_path / "graph/model.safetensors",
+                           tmp_path / "nograph/model.safetensors")

@@ -1,0 +1,444 @@
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "gputrain/config.hpp"
+#include "gputrain/errors.hpp"
+
+using namespace gputrain;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Tests may run from any working directory; the shipped configs are found from this file's path.
+std::string repo_path(const std::string& relative) {
+  return (fs::path(__FILE__).parent_path().parent_path().parent_path() / relative).string();
+}
+
+// A valid config; tests change one thing at a time. Line numbers matter: see the comments.
+const std::string kBase =
+    "model:\n"                                                                     // 1
+    "  input: [1, 28, 28]\n"                                                       // 2
+    "  layers:\n"                                                                  // 3
+    "    - {type: conv2d, name: conv1, out_channels: 4, kernel: 3, padding: 1}\n"  // 4
+    "    - {type: relu}\n"                                                         // 5
+    "    - type: maxpool2d\n"                                                      // 6
+    "      kernel: 2\n"                                                            // 7
+    "    - {type: flatten}\n"                                                      // 8
+    "    - {type: linear, name: fc, out_features: 10}\n"                           // 9
+    "data:\n"                                                                      // 10
+    "  dir: some/data\n"                                                           // 11
+    "optimizer:\n"                                                                 // 12
+    "  lr: 0.1\n"                                                                  // 13
+    "train:\n"                                                                     // 14
+    "  epochs: 2\n"                                                                // 15
+    "  batch_size: 32\n";                                                          // 16
+
+// kBase with the line holding `from` replaced by `to` (which may span lines, or be empty).
+std::string with(const std::string& from, const std::string& to) {
+  std::string text = kBase;
+  size_t at = text.find(from);
+  REQUIRE(at != std::string::npos);
+  text.replace(at, from.size(), to);
+  return text;
+}
+
+// Requires `f` to throw ConfigError with a one-line message holding every one of `parts`.
+std::string config_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
+  std::string msg;
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    msg = e.what();
+  }
+  INFO("message: " << msg);
+  REQUIRE_FALSE(msg.empty());
+  CHECK(msg.find('\n') == std::string::npos);
+  for (const auto& part : parts) {
+    INFO("expected to contain: " << part);
+    CHECK(msg.find(part) != std::string::npos);
+  }
+  return msg;
+}
+
+std::string parse_error(const std::string& text, const std::vector<std::string>& parts,
+                        const std::vector<std::string>& overrides = {}) {
+  INFO("config:\n" << text);
+  return config_error([&] { parse_config(text, "cfg.yaml", overrides); }, parts);
+}
+
+void check_equal(const Config& a, const Config& b) {
+  CHECK(a.model.input_channels == b.model.input_channels);
+  CHECK(a.model.input_height == b.model.input_height);
+  CHECK(a.model.input_width == b.model.input_width);
+  REQUIRE(a.model.layers.size() == b.model.layers.size());
+  for (size_t i = 0; i < a.model.layers.size(); ++i) {
+    const LayerConfig& x = a.model.layers[i];
+    const LayerConfig& y = b.model.layers[i];
+    INFO("layer " << i);
+    CHECK(x.kind == y.kind);
+    CHECK(x.name == y.name);
+    CHECK(x.out_channels == y.out_channels);
+    CHECK(x.kernel == y.kernel);
+    CHECK(x.stride == y.stride);
+    CHECK(x.padding == y.padding);
+    CHECK(x.out_features == y.out_features);
+  }
+  CHECK(a.data.format == b.data.format);
+  CHECK(a.data.dir == b.data.dir);
+  CHECK(a.data.train_limit == b.data.train_limit);
+  CHECK(a.data.test_limit == b.data.test_limit);
+  CHECK(a.data.mean == b.data.mean);
+  CHECK(a.data.std == b.data.std);
+  CHECK(a.optimizer.type == b.optimizer.type);
+  CHECK(a.optimizer.lr == b.optimizer.lr);
+  CHECK(a.optimizer.momentum == b.optimizer.momentum);
+  CHECK(a.optimizer.weight_decay == b.optimizer.weight_decay);
+  CHECK(a.optimizer.nesterov == b.optimizer.nesterov);
+  CHECK(a.train.epochs == b.train.epochs);
+  CHECK(a.train.batch_size == b.train.batch_size);
+  CHECK(a.train.seed == b.train.seed);
+  CHECK(a.train.shuffle == b.train.shuffle);
+  CHECK(a.train.deterministic == b.train.deterministic);
+  CHECK(a.train.log_interval == b.train.log_interval);
+  CHECK(a.train.threads == b.train.threads);
+  CHECK(a.output_dir == b.output_dir);
+  CHECK(a.device == b.device);
+}
+
+}  // namespace
+
+TEST_CASE("the shipped configs load", "[config]") {
+  Config f = load_config(repo_path("configs/fashion_mnist.yaml"));
+  CHECK(f.source == repo_path("configs/fashion_mnist.yaml"));
+  CHECK(f.model.input_channels == 1);
+  CHECK(f.model.input_height == 28);
+  CHECK(f.model.input_width == 28);
+  REQUIRE(f.model.layers.size() == 8);
+  CHECK(f.model.layers[0].kind == LayerKind::Conv2d);
+  CHECK(f.model.layers[0].name == "conv1");
+  CHECK(f.model.layers[0].out_channels == 16);
+  CHECK(f.model.layers[0].kernel == 3);
+  CHECK(f.model.layers[0].stride == 1);
+  CHECK(f.model.layers[0].padding == 1);
+  CHECK(f.model.layers[0].source_line == 6);
+  CHECK(f.model.layers[1].kind == LayerKind::Relu);
+  CHECK(f.model.layers[4].kind == LayerKind::Flatten);
+  CHECK(f.model.layers[7].kind == LayerKind::Linear);
+  CHECK(f.model.layers[7].name == "fc2");
+  CHECK(f.model.layers[7].out_features == 10);
+  CHECK(f.model.layers[7].source_line == 13);
+  CHECK(f.data.format == DataFormat::Idx);
+  CHECK(f.data.dir == "/usr/share/datasets/fashion-mnist");
+  CHECK(f.data.mean.empty());
+  CHECK(f.data.std.empty());
+  CHECK(f.optimizer.type == "sgd");
+  CHECK(f.optimizer.lr == 0.01);
+  CHECK(f.optimizer.momentum == 0.5);
+  CHECK(f.train.epochs == 3);
+  CHECK(f.train.batch_size == 64);
+  CHECK(f.train.shuffle);
+  CHECK(f.output_dir == "runs/fashion_mnist");
+  CHECK(f.device == "auto");
+
+  Config c = load_config(repo_path("configs/cifar10.yaml"));
+  CHECK(c.model.input_channels == 3);
+  CHECK(c.model.input_height == 32);
+  CHECK(c.data.format == DataFormat::Cifar10);
+  CHECK(c.data.dir == "data/cifar-10-batches-bin");  // relative paths stay as written
+  CHECK(c.output_dir == "runs/cifar10");
+}
+
+TEST_CASE("defaults fill in what the file leaves out", "[config]") {
+  Config c = parse_config(kBase, "cfg.yaml");
+  CHECK(c.source == "cfg.yaml");
+  REQUIRE(c.model.layers.size() == 5);
+  CHECK(c.model.layers[0].stride == 1);
+  CHECK(c.model.layers[0].padding == 1);
+  CHECK(c.model.layers[0].source_line == 4);
+  CHECK(c.model.layers[2].kind == LayerKind::MaxPool2d);
+  CHECK(c.model.layers[2].kernel == 2);
+  CHECK(c.model.layers[2].stride == 2);  // maxpool2d stride defaults to its kernel
+  CHECK(c.model.layers[2].source_line == 6);
+  CHECK(c.data.format == DataFormat::Idx);
+  CHECK(c.data.train_limit == 0);
+  CHECK(c.data.test_limit == 0);
+  CHECK(c.optimizer.lr == 0.1);
+  CHECK(c.optimizer.momentum == 0);
+  CHECK(c.optimizer.weight_decay == 0);
+  CHECK_FALSE(c.optimizer.nesterov);
+  CHECK(c.train.epochs == 2);
+  CHECK(c.train.seed == 0);
+  CHECK(c.train.shuffle);
+  CHECK_FALSE(c.train.deterministic);
+  CHECK(c.train.log_interval == 100);
+  CHECK(c.train.threads == 0);
+  CHECK(c.output_dir == "runs/default");
+  CHECK(c.device == "auto");
+
+  Config m = parse_config(with("      kernel: 2\n", "      kernel: 3\n      stride: 1\n"), "c");
+  CHECK(m.model.layers[2].stride == 1);
+  // Empty optional sections are allowed.
+  CHECK_NOTHROW(parse_config(kBase + "output:\n", "c"));
+}
+
+TEST_CASE("unknown keys are named with their line and the known ones", "[config]") {
+  parse_error(with("  epochs: 2\n", "  epohcs: 2\n"),
+              {"cfg.yaml:15: unknown key 'train.epohcs' (known: epochs, batch_size, seed, shuffle, "
+               "deterministic, log_interval, threads)"});
+  parse_error(kBase + "modle: 1\n", {"cfg.yaml:17: unknown key 'modle'", "known: model, data"});
+  parse_error(with("  lr: 0.1\n", "  lr: 0.1\n  learning_rate: 1\n"),
+              {"cfg.yaml:14: unknown key 'optimizer.learning_rate'"});
+  parse_error(with("{type: relu}", "{type: relu, kernel: 3}"),
+              {"cfg.yaml:5: unknown key 'model.layers[1].kernel' (known for relu: type)"});
+  parse_error(with("      kernel: 2\n", "      kernel: 2\n      padding: 1\n"),
+              {"cfg.yaml:8:", "unknown key 'model.layers[2].padding'",
+               "maxpool2d: type, kernel, "
+               "stride"});
+  parse_error(with("name: fc,", "name: fc, out_channels: 3,"),
+              {"cfg.yaml:9:", "'model.layers[4].out_channels'", "known for linear"});
+  parse_error(kBase + "output:\n  folder: x\n", {"cfg.yaml:18: unknown key 'output.folder'"});
+  parse_error(with("  epochs: 2\n", "  epochs: 2\n  epochs: 3\n"),
+              {"cfg.yaml:16: duplicate key 'train.epochs' (first at line 15)"});
+}
+
+TEST_CASE("wrong types and out-of-range values name the key, line and value", "[config]") {
+  parse_error(with("batch_size: 32", "batch_size: abc"),
+              {"cfg.yaml:16: train.batch_size: expected an integer ≥ 1, got 'abc'"});
+  parse_error(with("batch_size: 32", "batch_size: 0"),
+              {"cfg.yaml:16: train.batch_size: expected an integer ≥ 1, got '0'"});
+  parse_error(with("epochs: 2", "epochs: 1.5"), {"train.epochs: expected an integer", "'1.5'"});
+  parse_error(with("epochs: 2", "epochs: 1e3"), {"train.epochs", "'1e3'"});
+  parse_error(with("epochs: 2", "epochs: \"2\""), {"train.epochs", "quoted"});
+  parse_error(with("epochs: 2", "epochs: 99999999999"), {"train.epochs", "≤ 2147483647"});
+  parse_error(with("epochs: 2", "epochs:"), {"cfg.yaml:15: train.epochs", "got nothing"});
+  parse_error(with("epochs: 2", "epochs: [2]"), {"train.epochs", "got a list"});
+  // Messages stay on one line whatever the value holds.
+  parse_error(with("epochs: 2", "epochs: \"a\\nb\""), {"train.epochs", "'a\\nb'"});
+  parse_error(with("lr: 0.1", "lr: -1"),
+              {"cfg.yaml:13: optimizer.lr: expected a number > 0, got '-1'"});
+  parse_error(with("lr: 0.1", "lr: 0"), {"optimizer.lr: expected a number > 0"});
+  parse_error(with("lr: 0.1", "lr: .nan"), {"optimizer.lr"});
+  parse_error(with("lr: 0.1", "lr: 1e999"), {"optimizer.lr"});
+  parse_error(with("lr: 0.1", "lr: fast"), {"optimizer.lr", "'fast'"});
+  parse_error(with("lr: 0.1", "lr: 0.1\n  momentum: 1"),
+              {"cfg.yaml:14: optimizer.momentum: expected a number in [0, 1), got '1'"});
+  parse_error(with("lr: 0.1", "lr: 0.1\n  momentum: -0.1"), {"optimizer.momentum"});
+  parse_error(with("lr: 0.1", "lr: 0.1\n  weight_decay: -1"), {"optimizer.weight_decay"});
+  parse_error(with("lr: 0.1", "lr: 0.1\n  type: adam"),
+              {"optimizer.type: expected one of sgd, got 'adam'"});
+  parse_error(with("lr: 0.1", "lr: 0.1\n  nesterov: true"),
+              {"cfg.yaml:14: optimizer.nesterov: true needs optimizer.momentum > 0"});
+  parse_error(with("lr: 0.1", "lr: 0.1\n  nesterov: yes\n  momentum: 0.9"),
+              {"optimizer.nesterov: expected true or false, got 'yes'"});
+  parse_error(with("batch_size: 32", "batch_size: 32\n  shuffle: 1"), {"train.shuffle"});
+  parse_error(with("batch_size: 32", "batch_size: 32\n  seed: -1"),
+              {"cfg.yaml:17: train.seed: expected an integer ≥ 0, got '-1'"});
+  parse_error(with("batch_size: 32", "batch_size: 32\n  seed: 18446744073709551616"),
+              {"train.seed"});
+  parse_error(with("batch_size: 32", "batch_size: 32\n  threads: -2"), {"train.threads"});
+  parse_error(with("batch_size: 32", "batch_size: 32\n  log_interval: 0"), {"train.log_interval"});
+  parse_error(kBase + "device: gpu\n", {"cfg.yaml:17: device: expected one of auto, cpu, cuda"});
+  parse_error(with("  dir: some/data\n", "  dir: some/data\n  format: png\n"),
+              {"cfg.yaml:12: data.format: expected one of idx, cifar10, got 'png'"});
+  parse_error(with("  dir: some/data\n", "  dir: some/data\n  train_limit: -5\n"),
+              {"data.train_limit: expected an integer ≥ 0"});
+  parse_error(with("  dir: some/data\n", "  dir: [a]\n"), {"cfg.yaml:11: data.dir"});
+  parse_error(with("input: [1, 28, 28]", "input: [1, 28]"),
+              {"cfg.yaml:2: model.input", "[C, H, W]"});
+  parse_error(with("input: [1, 28, 28]", "input: [1, 0, 28]"),
+              {"cfg.yaml:2: model.input[1]: expected an integer ≥ 1, got '0'"});
+  parse_error(with("out_channels: 4", "out_channels: 0"),
+              {"cfg.yaml:4: model.layers[0].out_channels: expected an integer ≥ 1, got '0'"});
+  parse_error(with("padding: 1", "padding: -1"),
+              {"model.layers[0].padding: expected an integer ≥ 0"});
+  parse_error(
+      with("{type: relu}", "{type: sigmoid}"),
+      {"cfg.yaml:5: model.layers[1].type: expected one of conv2d, relu, maxpool2d, flatten, "
+       "linear, got 'sigmoid'"});
+  parse_error(with("    - {type: relu}\n", "    - relu\n"), {"cfg.yaml:5: model.layers[1]"});
+  parse_error(with("optimizer:\n  lr: 0.1\n", "optimizer: sgd\n"), {"cfg.yaml:12: optimizer"});
+  parse_error("- a\n- b\n", {"cfg.yaml:1:", "top level"});
+}
+
+TEST_CASE("layer names must be identifiers and unique", "[config]") {
+  parse_error(with("name: fc,", "name: conv1,"),
+              {"cfg.yaml:9: model.layers[4].name: 'conv1' is already the name of model.layers[0]"});
+  parse_error(with("name: fc,", "name: fc.1,"), {"cfg.yaml:9: model.layers[4].name", "'fc.1'"});
+  parse_error(with("name: fc,", "name: 1fc,"), {"model.layers[4].name"});
+  parse_error(with("name: fc,", "name: \"\","), {"model.layers[4].name"});
+  parse_error(with("name: fc,", "name: f c,"), {"model.layers[4].name"});
+  CHECK(parse_config(with("name: fc,", "name: _fc_2,"), "c").model.layers[4].name == "_fc_2");
+}
+
+TEST_CASE("missing required keys are named", "[config]") {
+  parse_error(with("  input: [1, 28, 28]\n", ""),
+              {"cfg.yaml:1: missing required key 'model.input'"});
+  parse_error("data:\n  dir: x\n", {"cfg.yaml: missing required key 'model.input'"});
+  parse_error("", {"missing required key 'model.input'"});
+  std::string no_layers =
+      kBase.substr(0, kBase.find("  layers:")) + kBase.substr(kBase.find("data:"));
+  parse_error(no_layers, {"missing required key 'model.layers'"});
+  parse_error(with("  dir: some/data\n", "  format: idx\n"),
+              {"cfg.yaml:10: missing required key 'data.dir'"});
+  parse_error(with("data:\n  dir: some/data\n", ""), {"missing required key 'data.dir'"});
+  parse_error(with("name: conv1, ", ""),
+              {"cfg.yaml:4: missing required key 'model.layers[0].name'"});
+  parse_error(with("kernel: 3, ", ""), {"missing required key 'model.layers[0].kernel'"});
+  parse_error(with("      kernel: 2\n", ""),
+              {"cfg.yaml:6: missing required key 'model.layers[2].kernel'"});
+  parse_error(with(", out_features: 10", ""),
+              {"missing required key 'model.layers[4].out_features'"});
+  parse_error(with("{type: relu}", "{}"), {"missing required key 'model.layers[1].type'"});
+  parse_error("model: {input: [1, 2, 2], layers: []}\ndata: {dir: x}\n",
+              {"cfg.yaml:1: model.layers: expected a non-empty list of layers, got an empty list"});
+}
+
+TEST_CASE("mean and std are auto or one positive value per channel", "[config]") {
+  Config c =
+      parse_config(with("  dir: some/data\n", "  dir: d\n  mean: [0.286]\n  std: [0.353]\n"), "c");
+  CHECK(c.data.mean == std::vector<float>{0.286f});
+  CHECK(c.data.std == std::vector<float>{0.353f});
+  Config a =
+      parse_config(with("  dir: some/data\n", "  dir: d\n  mean: auto\n  std: \"auto\"\n"), "c");
+  CHECK(a.data.mean.empty());
+  CHECK(a.data.std.empty());
+  parse_error(with("  dir: some/data\n", "  dir: d\n  mean: [0.1, 0.2, 0.3]\n"),
+              {"cfg.yaml:12: data.mean", "1", "got a list of 3"});
+  parse_error(with("  dir: some/data\n", "  dir: d\n  std: [0]\n"),
+              {"cfg.yaml:12: data.std[0]: expected a number > 0, got '0'"});
+  parse_error(with("  dir: some/data\n", "  dir: d\n  std: [-1]\n"), {"data.std[0]"});
+  parse_error(with("  dir: some/data\n", "  dir: d\n  mean: automatic\n"), {"data.mean", "auto"});
+  parse_error(with("  dir: some/data\n", "  dir: d\n  mean: [x]\n"), {"data.mean[0]"});
+  Config rgb = parse_config(with("input: [1, 28, 28]", "input: [3, 28, 28]"), "c",
+                            {"data.mean=[0.5, 0.25, 0.125]"});
+  CHECK(rgb.data.mean == std::vector<float>{0.5f, 0.25f, 0.125f});
+}
+
+TEST_CASE("YAML syntax errors and unreadable files", "[config]") {
+  parse_error("model: [1, 2\n", {"cfg.yaml:", "YAML syntax error"});
+  std::string msg = parse_error(with("  lr: 0.1\n", "  lr: 0.1\n bad: [\n"), {"YAML syntax error"});
+  CHECK(msg.rfind("cfg.yaml:", 0) == 0);
+  // file:line:col
+  std::string pos = msg.substr(9, msg.find(": YAML") - 9);
+  CHECK(pos.find(':') != std::string::npos);
+  config_error([] { load_config("/nonexistent/gputrain.yaml"); },
+               {"cannot read config '/nonexistent/gputrain.yaml': No such file or directory"});
+  config_error([] { load_config("/"); }, {"cannot read config '/'", "Is a directory"});
+}
+
+TEST_CASE("--set overrides apply before validation", "[config]") {
+  Config c = parse_config(
+      kBase, "cfg.yaml",
+      {"train.epochs=7", "optimizer.lr=0.05", "train.shuffle=false", "data.train_limit=5000",
+       "data.mean=[0.286]", "data.std=[0.353]", "model.layers.0.out_channels=8",
+       "output.dir=out/here", "device=cpu", "train.seed=18446744073709551615",
+       "optimizer.momentum=0.9", "optimizer.nesterov=true"});
+  CHECK(c.train.epochs == 7);
+  CHECK(c.optimizer.lr == 0.05);
+  CHECK_FALSE(c.train.shuffle);
+  CHECK(c.data.train_limit == 5000);
+  CHECK(c.data.mean == std::vector<float>{0.286f});
+  CHECK(c.data.std == std::vector<float>{0.353f});
+  CHECK(c.model.layers[0].out_channels == 8);
+  CHECK(c.model.layers[0].kernel == 3);
+  CHECK(c.model.layers[0].source_line == 4);
+  CHECK(c.output_dir == "out/here");
+  CHECK(c.device == "cpu");
+  CHECK(c.train.seed == 18446744073709551615ULL);
+  CHECK(c.optimizer.nesterov);
+
+  // Last one wins; a whole list or section; a new layer appended at the end; list elements.
+  Config d = parse_config(
+      kBase, "cfg.yaml",
+      {"train.epochs=3", "train.epochs=4", "model.input=[1, 32, 32]", "model.input.2=30",
+       "model.layers.5={type: relu}", "model.layers.2.stride=1", "train={epochs: 9}",
+       "data.mean=[0.5]", "data.mean.0=0.25", " data.test_limit = 3"});
+  CHECK(d.model.input_height == 32);
+  CHECK(d.model.input_width == 30);
+  REQUIRE(d.model.layers.size() == 6);
+  CHECK(d.model.layers[5].kind == LayerKind::Relu);
+  CHECK(d.model.layers[5].source_line == 0);
+  CHECK(d.model.layers[2].stride == 1);
+  CHECK(d.train.epochs == 9);
+  CHECK(d.train.batch_size == 64);  // the whole section was replaced
+  CHECK(d.data.mean == std::vector<float>{0.25f});
+  CHECK(d.data.test_limit == 3);
+
+  // Sections absent from the file are created.
+  Config e = parse_config("model: {input: [1, 2, 2], layers: [{type: flatten}]}\n", "c",
+                          {"data.dir=/x", "optimizer.weight_decay=0.001", "output.dir=o"});
+  CHECK(e.data.dir == "/x");
+  CHECK(e.optimizer.weight_decay == 0.001);
+  CHECK(e.output_dir == "o");
+}
+
+TEST_CASE("--set errors say they came from --set", "[config]") {
+  parse_error(kBase,
+              {"--set train.epohcs=1: unknown key 'train.epohcs' (known: epochs, batch_size"},
+              {"train.epohcs=1"});
+  parse_error(kBase, {"--set trian.epochs=1: unknown key 'trian'"}, {"trian.epochs=1"});
+  parse_error(kBase, {"--set device.x=1: unknown key 'device.x'"}, {"device.x=1"});
+  parse_error(kBase, {"--set model.layers.0.colour=1: unknown key 'model.layers.0.colour'"},
+              {"model.layers.0.colour=1"});
+  parse_error(kBase, {"--set model.layers.x.kernel=1: unknown key 'model.layers.x'"},
+              {"model.layers.x.kernel=1"});
+  parse_error(kBase, {"--set train.epochs.x=1: unknown key 'train.epochs.x'"},
+              {"train.epochs.x=1"});
+  parse_error(kBase, {"--set train.epochs: expected key.path=value"}, {"train.epochs"});
+  parse_error(kBase, {"--set =3", "malformed key path"}, {"=3"});
+  parse_error(kBase, {"--set train..epochs=3", "malformed key path"}, {"train..epochs=3"});
+  parse_error(kBase, {"--set train.epochs=abc: train.epochs: expected an integer ≥ 1, got 'abc'"},
+              {"train.epochs=abc"});
+  parse_error(kBase, {"--set train.epochs=1.5: train.epochs"}, {"train.epochs=1.5"});
+  parse_error(kBase, {"--set optimizer.lr=-1: optimizer.lr: expected a number > 0, got '-1'"},
+              {"optimizer.lr=-1"});
+  parse_error(kBase, {"--set data.dir=: data.dir", "got nothing"}, {"data.dir="});
+  parse_error(kBase, {"--set data.mean=[0.5, x]: data.mean"}, {"data.mean=[0.5, x]"});
+  parse_error(kBase, {"--set data.std=[0]: data.std[0]: expected a number > 0"}, {"data.std=[0]"});
+  parse_error(kBase, {"--set model.layers.0.out_channels=0: model.layers[0].out_channels"},
+              {"model.layers.0.out_channels=0"});
+  parse_error(kBase, {"--set model.layers.1.kernel=3: unknown key 'model.layers[1].kernel'"},
+              {"model.layers.1.kernel=3"});
+  parse_error(kBase, {"--set model.layers.9.type=relu", "out of range", "5 entries"},
+              {"model.layers.9.type=relu"});
+  parse_error(kBase, {"--set data.mean.0=0.5", "not a list"}, {"data.mean.0=0.5"});
+  parse_error(kBase, {"--set train.epochs=[1: YAML syntax error"}, {"train.epochs=[1"});
+  parse_error(kBase, {"--set optimizer={lr: 1, foo: 2}: unknown key 'optimizer.foo'"},
+              {"optimizer={lr: 1, foo: 2}"});
+  parse_error(kBase, {"--set optimizer.nesterov=true: optimizer.nesterov: true needs"},
+              {"optimizer.nesterov=true"});
+  // A required key the override removed is reported against the file.
+  parse_error(kBase, {"cfg.yaml", "missing required key 'data.dir'"}, {"data={format: idx}"});
+}
+
+TEST_CASE("to_yaml writes the resolved config and parses back equal", "[config]") {
+  Config c = load_config(repo_path("configs/fashion_mnist.yaml"));
+  std::string y = to_yaml(c);
+  check_equal(parse_config(y, "resolved.yaml"), c);
+  CHECK(y.find("mean: auto") != std::string::npos);
+  CHECK(y.find("log_interval: 100") != std::string::npos);
+  CHECK(y.find("threads: 0") != std::string::npos);
+
+  Config d = parse_config(
+      with("input: [1, 28, 28]", "input: [3, 28, 28]"), "cfg.yaml",
+      {"data.mean=[0.4914, 0.4822, 0.4465]", "data.std=[0.247, 0.2435, 0.2616]",
+       "data.format=cifar10", "data.train_limit=123", "data.test_limit=45",
+       "optimizer.lr=0.1234567890123", "optimizer.momentum=0.9", "optimizer.nesterov=true",
+       "optimizer.weight_decay=5e-4", "train.seed=18446744073709551615", "train.shuffle=false",
+       "train.deterministic=true", "train.log_interval=7", "train.threads=3", "device=cuda",
+       "data.dir=\"data dir/with: colon # and \\\"quotes\\\" \\u00e9\"", "output.dir=\"true\""});
+  CHECK(d.data.dir == "data dir/with: colon # and \"quotes\" \xC3\xA9");
+  CHECK(d.output_dir == "true");
+  std::string yd = to_yaml(d);
+  INFO(yd);
+  Config back = parse_config(yd, "resolved.yaml");
+  check_equal(back, d);
+  CHECK(back.model.layers[2].stride == 2);
+  // Idempotent: writing the re-read config gives the same text.
+  CHECK(to_yaml(back) == yd);
+}

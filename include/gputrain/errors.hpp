@@ -56,6 +56,12 @@ class RuntimeFailure : public Error {
   using Error::Error;
 };
 
+// The training loss became NaN or infinite (usually a learning rate too large). Exit code 1.
+class NonFiniteLoss : public RuntimeFailure {
+ public:
+  using RuntimeFailure::RuntimeFailure;
+};
+
 // Training stopped on request (SIGINT) after a checkpoint was written. Exit code 130.
 class Interrupted : public Error {
  public:

@@ -670,6 +670,13 @@ void apply_override(const Context& ctx, Node& root, int index) {
   std::string key = text.substr(0, eq);
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.front()))) key.erase(0, 1);
+  // Messages write list entries as model.layers[2].kernel; accept that spelling here too.
+  for (size_t open = key.find('['); open != std::string::npos; open = key.find('[', open)) {
+    size_t close = key.find(']', open);
+    if (close == std::string::npos || !is_digits(key.substr(open + 1, close - open - 1))) break;
+    key =
+        key.substr(0, open) + "." + key.substr(open + 1, close - open - 1) + key.substr(close + 1);
+  }
   std::vector<std::string> parts;
   for (size_t start = 0;;) {
     size_t dot = key.find('.', start);

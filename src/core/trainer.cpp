@@ -249,8 +249,8 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
       const int count = int(std::min(batch, n - first));
       try {
         engine->train_step(first, count, sgd);
-      } catch (const RuntimeFailure& e) {
-        throw RuntimeFailure("epoch " + std::to_string(epoch + 1) + ", step " +
+      } catch (const NonFiniteLoss& e) {
+        throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
                              std::to_string(step + 1) + " (global step " +
                              std::to_string(state.global_step + 1) + "): " + e.what() +
                              " — try a smaller optimizer.lr");
@@ -261,7 +261,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
       if ((step + 1) % log_interval == 0 && step + 1 < steps_per_epoch) {
         const TrainCounters c = engine->read_counters(false);
         if (!std::isfinite(c.loss_sum))
-          throw RuntimeFailure("the training loss became non-finite between global steps " +
+          throw NonFiniteLoss("the training loss became non-finite between global steps " +
                                std::to_string(last_checked_step + 1) + " and " +
                                std::to_string(state.global_step) + " (epoch " +
                                std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");
@@ -275,7 +275,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     const TrainCounters c = engine->read_counters(true);  // waits for the epoch's last step
     const double epoch_seconds = seconds_since(epoch_start);
     if (!std::isfinite(c.loss_sum))
-      throw RuntimeFailure("the training loss became non-finite between global steps " +
+      throw NonFiniteLoss("the training loss became non-finite between global steps " +
                            std::to_string(last_checked_step + 1) + " and " +
                            std::to_string(state.global_step) + " (epoch " +
                            std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -331,7 +332,7 @@ TEST_CASE("YAML syntax errors and unreadable files", "[config]") {
   config_error([] { load_config("/"); }, {"cannot read config '/'", "Is a directory"});
 }
 
-TEST_CASE("--set overrides apply before validation", "[config]") {
+TEST_CASE("overrides (--set) apply before validation", "[config]") {
   Config c = parse_config(
       kBase, "cfg.yaml",
       {"train.epochs=7", "optimizer.lr=0.05", "train.shuffle=false", "data.train_limit=5000",
@@ -357,7 +358,7 @@ TEST_CASE("--set overrides apply before validation", "[config]") {
       kBase, "cfg.yaml",
       {"train.epochs=3", "train.epochs=4", "model.input=[1, 32, 32]", "model.input.2=30",
        "model.layers.5={type: relu}", "model.layers.2.stride=1", "train={epochs: 9}",
-       "data.mean=[0.5]", "data.mean.0=0.25", " data.test_limit = 3"});
+       "data.mean=[0.5]", "data.mean.0=0.25", " data.test_limit = 3", "model.layers[0].kernel=5"});
   CHECK(d.model.input_height == 32);
   CHECK(d.model.input_width == 30);
   REQUIRE(d.model.layers.size() == 6);
@@ -368,6 +369,7 @@ TEST_CASE("--set overrides apply before validation", "[config]") {
   CHECK(d.train.batch_size == 64);  // the whole section was replaced
   CHECK(d.data.mean == std::vector<float>{0.25f});
   CHECK(d.data.test_limit == 3);
+  CHECK(d.model.layers[0].kernel == 5);  // the spelling messages use works too
 
   // Sections absent from the file are created.
   Config e = parse_config("model: {input: [1, 2, 2], layers: [{type: flatten}]}\n", "c",
@@ -377,7 +379,7 @@ TEST_CASE("--set overrides apply before validation", "[config]") {
   CHECK(e.output_dir == "o");
 }
 
-TEST_CASE("--set errors say they came from --set", "[config]") {
+TEST_CASE("override (--set) errors say they came from --set", "[config]") {
   parse_error(kBase,
               {"--set train.epohcs=1: unknown key 'train.epohcs' (known: epochs, batch_size"},
               {"train.epohcs=1"});
@@ -391,6 +393,8 @@ TEST_CASE("--set errors say they came from --set", "[config]") {
               {"train.epochs.x=1"});
   parse_error(kBase, {"--set train.epochs: expected key.path=value"}, {"train.epochs"});
   parse_error(kBase, {"--set =3", "malformed key path"}, {"=3"});
+  parse_error(kBase, {"--set model.layers[x].kernel=3", "unknown key"},
+              {"model.layers[x].kernel=3"});
   parse_error(kBase, {"--set train..epochs=3", "malformed key path"}, {"train..epochs=3"});
   parse_error(kBase, {"--set train.epochs=abc: train.epochs: expected an integer ≥ 1, got 'abc'"},
               {"train.epochs=abc"});
@@ -441,4 +445,35 @@ TEST_CASE("to_yaml writes the resolved config and parses back equal", "[config]"
   CHECK(back.model.layers[2].stride == 2);
   // Idempotent: writing the re-read config gives the same text.
   CHECK(to_yaml(back) == yd);
+}
+
+TEST_CASE("damaged config text gives a ConfigError or a config, nothing else", "[config]") {
+  std::mt19937 rng(23);
+  const std::string alphabet = "{}[]:,-#&*!|>'\"\n\t 0123456789.eE+_abcxyz~%@`\\";
+  for (int i = 0; i < 3000; ++i) {
+    std::string text = kBase;
+    int edits = 1 + int(rng() % 4);
+    for (int k = 0; k < edits; ++k) {
+      size_t at = rng() % text.size();
+      char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0:
+          text[at] = c;
+          break;
+        case 1:
+          text.insert(text.begin() + std::ptrdiff_t(at), c);
+          break;
+        default:
+          text.erase(at, 1 + rng() % 3);
+      }
+    }
+    try {
+      parse_config(text, "fuzz.yaml");
+    } catch (const ConfigError& e) {
+      std::string msg = e.what();
+      INFO(text << "\n" << msg);
+      REQUIRE(msg.find('\n') == std::string::npos);
+      REQUIRE(msg.rfind("fuzz.yaml", 0) == 0);
+    }
+  }
 }

@@ -94,7 +94,12 @@ class CpuEngine final : public Engine {
     check_shape(eval);
     eval_ = eval;
   }
-  void set_order(const std::vector<int32_t>& order) override { order_ = order; }
+  void set_order(const std::vector<int32_t>& order) override {
+    for (int32_t i : order)
+      if (i < 0 || i >= train_.count)
+        throw Error("set_order: index " + std::to_string(i) + " outside the training set");
+    order_ = order;
+  }
 
   void train_step(int64_t first, int count, const cpu::SgdParams& sgd) override {
     if (count < 1 || count > batch_ || first < 0 || first + count > int64_t(order_.size()))
@@ -112,7 +117,7 @@ class CpuEngine final : public Engine {
     const double loss = cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last],
                                                    labels_.data(), float(count), dlogits, nullptr,
                                                    &correct);
-    if (!std::isfinite(loss)) throw RuntimeFailure("the training loss is not finite");
+    if (!std::isfinite(loss)) throw NonFiniteLoss("the training loss is not finite");
     counters_.loss_sum += loss;
     counters_.correct += correct;
     counters_.samples += count;

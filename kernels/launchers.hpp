@@ -1,0 +1,161 @@
+// Host-side entry points of gputrain's hand-written CUDA kernels (kernels/*.cu), for the CUDA
+// engine. A plain C++ header: no CUDA headers needed to include it.
+//
+// Conventions
+// - Every pointer is device memory unless a comment says otherwise; float32, NCHW, row-major.
+// - Each op means exactly what its gputrain::cpu counterpart in include/gputrain/ops.hpp means; the
+//   kernel tests (tests/kernels/) check each launcher against it under the host emulation.
+// - The stream is the last argument. Launchers only enqueue work: they never synchronize, allocate
+//   or copy to/from the host, so every one of them can be captured in a CUDA graph. Where a
+//   launcher needs scratch space it has a *_workspace_bytes() query: allocate once at plan time.
+// - A launch failure throws gputrain::RuntimeFailure naming the kernel; a bad argument (workspace
+//   too small, negative size) throws RuntimeFailure too (a programming error, not a user's).
+// - Size 0 (no rows, no elements) launches nothing and is not an error.
+// - Deterministic: the same inputs give the same bits on every run (no float/double atomics; every
+//   reduction has a fixed order that depends only on the shapes).
+#pragma once
+#define GPUTRAIN_KERNELS_LAUNCHERS_HPP
+
+#include <cstddef>
+#include <cstdint>
+
+#include "gputrain/ops.hpp"
+
+// cudaStream_t without <cuda_runtime_api.h> (same typedef, so including both is fine).
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
+
+// The host emulation (tests/emulation/cuda_emulation.hpp) compiles these very launchers for the
+// host; its copies live in another inline namespace so they get other symbol names and can share a
+// test binary with the real ones. Code that calls gputrain::kernels::launch_* never names it.
+#if defined(GPUTRAIN_KERNELS_EMULATED)
+#define GPUTRAIN_KERNELS_ABI emulated
+#else
+#define GPUTRAIN_KERNELS_ABI device
+#endif
+
+namespace gputrain::kernels {
+inline namespace GPUTRAIN_KERNELS_ABI {
+
+// ---- state that lives in device memory (the engine allocates and initializes it)
+// ------------------
+
+// SGD hyper-parameters read by the update kernel at run time, so one captured graph serves a new
+// learning rate: update this struct (cudaMemcpyAsync on the step's stream) and replay.
+struct SgdHyper {
+  float lr = 0.01f, momentum = 0.0f, weight_decay = 0.0f;
+  int32_t nesterov = 0;  // 0 or 1
+};
+inline SgdHyper make_sgd_hyper(const cpu::SgdParams& p) {
+  return SgdHyper{p.lr, p.momentum, p.weight_decay, p.nesterov ? 1 : 0};
+}
+
+// Where the step is in the training order, read by launch_gather_batch and advanced on the device
+// by launch_advance_step at the end of each step, so one captured graph serves every step: set it
+// (cudaMemcpyAsync) when a new order starts (epoch start, resume) and replay the graph.
+struct StepState {
+  int64_t first = 0;  // position in `order` of the next batch's first sample
+  int64_t step = 0;   // steps taken (advanced by 1 per step; free for the engine's bookkeeping)
+};
+
+// ---- bias + activation (kernels/bias_act.cu) ----------------------------------------------------
+
+// In place: y[n,c,p] = act(y[n,c,p] + bias[c]), y [batch, channels, plane], act = ReLU or identity.
+// plane = H*W for a conv output, 1 for a linear output [batch, features].
+void launch_bias_act(float* y, const float* bias, int64_t batch, int channels, int64_t plane,
+                     bool relu, cudaStream_t stream);
+
+// y[i] = max(x[i], 0) for i < count; may run in place (y == x). (cpu::relu_forward)
+void launch_relu_forward(const float* x, float* y, int64_t count, cudaStream_t stream);
+
+// dx[i] = y[i] > 0 ? dy[i] : 0 for i < count (y: the forward output); may run in place (dx == dy).
+// (cpu::relu_backward)
+void launch_relu_backward(const float* y, const float* dy, float* dx, int64_t count,
+                          cudaStream_t stream);
+
+// Bytes of scratch launch_bias_grad needs for this shape (> 0).
+size_t bias_grad_workspace_bytes(int64_t batch, int channels, int64_t plane);
+
+// db[c] = Σ_{n,p} g[n,c,p] over dy [batch, channels, plane] (plane = 1 for linear layers), where
+// g = dy, or, when relu_y is not null, g = relu_backward(relu_y, dy), which is also written to dx
+// [batch, channels, plane] (dx may be dy: in place). That fuses "ReLU backward, then the bias
+// gradient" of a conv/linear + ReLU layer into one pass over dy. dx is unused when relu_y is null.
+// Two kernels (per-block partial sums into `workspace`, then a fixed-order sum): deterministic.
+void launch_bias_grad(const float* dy, const float* relu_y, float* dx, float* db, int64_t batch,
+                      int channels, int64_t plane, void* workspace, size_t workspace_bytes,
+                      cudaStream_t stream);
+
+// ---- max pooling (kernels/pool.cu)
+// ---------------------------------------------------------------
+
+// y [N,C,Ho,Wo] = max over each kernel×kernel window (stride, no padding, floor mode) of
+// x [N,C,H,W]; argmax [N,C,Ho,Wo] = h*W + w of the max within the input plane: the first maximum in
+// row-major window order, a NaN wins and propagates (cpu::maxpool2d_forward).
+void launch_maxpool2d_forward(const cpu::PoolGeometry& g, const float* x, float* y, int32_t* argmax,
+                              cudaStream_t stream);
+
+// dx [N,C,H,W] = 0, then dx[argmax] += dy [N,C,Ho,Wo] (cpu::maxpool2d_backward). Each input element
+// gathers from the windows that contain it, in row-major window order: deterministic, no atomics,
+// the same sum order as the CPU version.
+void launch_maxpool2d_backward(const cpu::PoolGeometry& g, const float* dy, const int32_t* argmax,
+                               float* dx, cudaStream_t stream);
+
+// ---- softmax cross-entropy (kernels/softmax_xent.cu) --------------------------------------------
+
+// Bytes of scratch launch_softmax_xent needs for `batch` rows (> 0).
+size_t softmax_xent_workspace_bytes(int batch);
+
+// Fused forward + backward over logits [batch, classes] and labels [batch] (each in [0, classes)):
+// - dlogits [batch, classes] = (softmax - onehot(label)) / grad_scale (may be null: evaluation;
+//   may not alias logits);
+// - predicted [batch] = argmax of the row, the first max wins (may be null);
+// - ACCUMULATES on the device, without any host sync: *loss_sum += Σ_rows (logsumexp -
+// logit[label])
+//   (double; may be null), *correct += rows whose argmax == label (may be null), and, when
+//   confusion is not null, confusion[label * classes + predicted] += 1 ([classes][classes],
+//   [true][predicted]).
+// The loss sum is deterministic (per-row losses in `workspace`, then one fixed-order double sum);
+// integer counts use atomics (exact). A label outside [0, classes) makes that row's loss NaN (so
+// the trainer's non-finite loss check reports it) and it is neither counted correct nor in
+// `confusion`. Zero the accumulators with cudaMemsetAsync where they should restart
+// (read-and-reset).
+void launch_softmax_xent(int batch, int classes, const float* logits, const int32_t* labels,
+                         float grad_scale, float* dlogits, int32_t* predicted, double* loss_sum,
+                         unsigned long long* correct, unsigned long long* confusion,
+                         void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+// ---- SGD (kernels/sgd.cu)
+// ------------------------------------------------------------------------
+
+// torch.optim.SGD over the whole flat parameter buffer in one launch (cpu::sgd_update):
+//   g' = g + wd·w;  v = μ·v + g';  w -= lr · (nesterov ? g' + μ·v : v);  v untouched when μ == 0.
+// w, g, v: [n]. Hyper-parameters read from device memory (`hyper`) when the kernel runs; v must not
+// be null here (the host cannot know μ).
+void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const SgdHyper* hyper,
+                       cudaStream_t stream);
+// Same with the hyper-parameters baked into the launch (not for a graph that changes lr); v may be
+// null when p.momentum == 0.
+void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const cpu::SgdParams& p,
+                       cudaStream_t stream);
+
+// ---- batch assembly and step bookkeeping (kernels/data.cu) --------------------------------------
+
+// The batch of `count` samples starting at position s = first + (state ? state->first : 0) of the
+// order (state: device memory, may be null; first: a host value, e.g. 0 when state is used):
+//   out [count, channels, plane] = (float(pixels[order[s+i], c, p]) / 255.0f - mean[c]) / std[c]
+//   batch_labels [count] = labels[order[s+i]]                  (skipped when labels or batch_labels
+//   is null)
+// pixels: uint8 [images, channels, plane] (the data set, resident on the device); labels [images];
+// order [>= s + count] (null: identity, the eval set in file order); mean, std [channels].
+// Bit for bit cpu::gather_normalize with index = order + s (the same float expression: divisions,
+// not reciprocal multiplications).
+void launch_gather_batch(const uint8_t* pixels, const int32_t* labels, const int32_t* order,
+                         const StepState* state, int64_t first, int count, int channels,
+                         int64_t plane, const float* mean, const float* std, float* out,
+                         int32_t* batch_labels, cudaStream_t stream);
+
+// The step's last node: state->first += count; state->step += 1 (one thread).
+void launch_advance_step(StepState* state, int64_t count, cudaStream_t stream);
+
+}  // namespace GPUTRAIN_KERNELS_ABI
+}  // namespace gputrain::kernels

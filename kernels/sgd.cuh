@@ -1,0 +1,57 @@
+// SGD with momentum / weight decay / Nesterov (torch.optim.SGD) over the flat parameter buffer.
+// Launchers: kernels/sgd.cu; semantics: kernels/launchers.hpp (cpu::sgd_update).
+#pragma once
+
+#include "common.cuh"
+
+namespace gputrain::kernels {
+inline namespace GPUTRAIN_KERNELS_ABI {
+
+// One element, the CPU's expressions in the CPU's order.
+struct SgdStep {
+  float lr, mu, wd;
+  bool momentum, nesterov;
+  __device__ __forceinline__ void operator()(float& w, float g, float& v) const {
+    if (!momentum) {
+      w -= lr * (g + wd * w);
+    } else if (nesterov) {
+      const float gi = g + wd * w;
+      const float vi = mu * v + gi;
+      v = vi;
+      w -= lr * (gi + mu * vi);
+    } else {
+      const float vi = mu * v + (g + wd * w);
+      v = vi;
+      w -= lr * vi;
+    }
+  }
+};
+
+// w, g, v [n]: the first 4·n4 elements as float4 (n4 = 0 unless all three are 16-byte aligned), the
+// rest one by one. Hyper-parameters from device memory (`hyper`, so a captured graph picks up a
+// new lr) or, when hyper is null, from `by_value`. v is not touched when momentum == 0.
+__global__ void __launch_bounds__(256)
+    sgd_update_kernel(int64_t n, int64_t n4, float* __restrict__ w, const float* __restrict__ g,
+                      float* __restrict__ v, const SgdHyper* __restrict__ hyper,
+                      SgdHyper by_value) {
+  const SgdHyper h = hyper ? *hyper : by_value;
+  const SgdStep step{h.lr, h.momentum, h.weight_decay, h.momentum != 0.0f, h.nesterov != 0};
+  const int64_t stride = detail::grid_threads();
+  float dummy_v = 0.0f;
+  for (int64_t i = detail::global_thread_index(); i < n4; i += stride) {
+    float4 wi = reinterpret_cast<float4*>(w)[i];
+    const float4 gi = reinterpret_cast<const float4*>(g)[i];
+    float4 vi = step.momentum ? reinterpret_cast<float4*>(v)[i] : make_float4(0, 0, 0, 0);
+    step(wi.x, gi.x, vi.x);
+    step(wi.y, gi.y, vi.y);
+    step(wi.z, gi.z, vi.z);
+    step(wi.w, gi.w, vi.w);
+    reinterpret_cast<float4*>(w)[i] = wi;
+    if (step.momentum) reinterpret_cast<float4*>(v)[i] = vi;
+  }
+  for (int64_t i = 4 * n4 + detail::global_thread_index(); i < n; i += stride)
+    step(w[i], g[i], step.momentum ? v[i] : dummy_v);
+}
+
+}  // namespace GPUTRAIN_KERNELS_ABI
+}  // namespace gputrain::kernels

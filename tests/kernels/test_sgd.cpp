@@ -1,0 +1,89 @@
+// kernels/sgd.cu under the host emulation vs cpu::sgd_update.
+// The emulation header first, then the kernel sources it compiles for the host.
+// clang-format off
+#include "kernel_test_util.hpp"
+#include "sgd.cu"
+// clang-format on
+#include <algorithm>
+
+#include "gputrain/ops.hpp"
+
+namespace gk = gputrain::kernels;
+using gputrain::cpu::SgdParams;
+using namespace kernel_test;
+
+TEST_CASE("sgd_update matches torch.optim.SGD's CPU version over several steps", "[kernels]") {
+  const SgdParams settings[] = {{0.1f, 0.0f, 0.0f, false},
+                                {0.05f, 0.0f, 5e-4f, false},
+                                {0.01f, 0.9f, 0.0f, false},
+                                {0.02f, 0.9f, 1e-3f, false},
+                                {0.03f, 0.8f, 1e-2f, true}};
+  for (const SgdParams& p : settings)
+    for (int64_t n : {int64_t(1), int64_t(3), int64_t(4), int64_t(1001), int64_t(262147)})
+      for (int misalign : {0, 1})
+        for (bool device_hyper : {false, true}) {
+          // The large size (many blocks, a grid-stride loop) once per setting: aligned, by pointer.
+          if (n > 10000 && (misalign || !device_hyper)) continue;
+          INFO("lr " << p.lr << ", momentum " << p.momentum << ", wd " << p.weight_decay
+                     << ", nesterov " << p.nesterov << ", n " << n << ", misaligned " << misalign
+                     << ", hyper in device memory " << device_hyper);
+          const size_t m = size_t(n);
+          auto run = [&] {
+            auto w_want = random_floats(m, 51 + m);
+            std::vector<float> v_want(m, 0.0f);
+            std::vector<float> w(m + 4), v(m + 4, 0.0f);
+            std::copy(w_want.begin(), w_want.end(), w.begin() + misalign);
+            if (p.momentum == 0.0f) std::fill(v.begin(), v.end(), NAN);  // must stay untouched
+            const gk::SgdHyper hyper = gk::make_sgd_hyper(p);
+            for (int step = 0; step < 3; ++step) {
+              const auto g = random_floats(m, 52 + m + size_t(step));
+              std::vector<float> gb(m + 4);
+              std::copy(g.begin(), g.end(), gb.begin() + misalign);
+              gputrain::cpu::sgd_update(n, w_want.data(), g.data(), v_want.data(), p);
+              if (device_hyper)
+                gk::launch_sgd_update(n, w.data() + misalign, gb.data() + misalign,
+                                      v.data() + misalign, &hyper, nullptr);
+              else
+                gk::launch_sgd_update(n, w.data() + misalign, gb.data() + misalign,
+                                      v.data() + misalign, p, nullptr);
+            }
+            expect_close(std::vector<float>(w.begin() + misalign, w.begin() + misalign + n), w_want,
+                         1e-6, 1e-6, "w");
+            if (p.momentum != 0.0f)
+              expect_close(std::vector<float>(v.begin() + misalign, v.begin() + misalign + n),
+                           v_want, 1e-6, 1e-6, "v");
+            else
+              CHECK(std::all_of(v.begin(), v.end(), [](float x) { return std::isnan(x); }));
+          };
+          if (n < 10000)
+            for_each_schedule(run);
+          else
+            run();
+        }
+}
+
+TEST_CASE("sgd_update reads a new lr from device memory and takes no v without momentum",
+          "[kernels]") {
+  const int64_t n = 37;
+  auto w = random_floats(size_t(n), 1), g = random_floats(size_t(n), 2);
+  auto w_want = w;
+  std::vector<float> v(size_t(n), 0.0f), v_want(size_t(n), 0.0f);
+  gk::SgdHyper hyper = gk::make_sgd_hyper(SgdParams{0.1f, 0.5f, 0.0f, false});
+  gk::launch_sgd_update(n, w.data(), g.data(), v.data(), &hyper, nullptr);
+  hyper.lr = 0.01f;  // as the engine would between graph replays
+  gk::launch_sgd_update(n, w.data(), g.data(), v.data(), &hyper, nullptr);
+  gputrain::cpu::sgd_update(n, w_want.data(), g.data(), v_want.data(),
+                            SgdParams{0.1f, 0.5f, 0.0f, false});
+  gputrain::cpu::sgd_update(n, w_want.data(), g.data(), v_want.data(),
+                            SgdParams{0.01f, 0.5f, 0.0f, false});
+  expect_close(w, w_want, 1e-6, 1e-6, "w");
+
+  auto w2 = w, w2_want = w;
+  gk::launch_sgd_update(n, w2.data(), g.data(), nullptr, SgdParams{0.1f, 0.0f, 0.0f, false},
+                        nullptr);
+  gputrain::cpu::sgd_update(n, w2_want.data(), g.data(), nullptr,
+                            SgdParams{0.1f, 0.0f, 0.0f, false});
+  expect_close(w2, w2_want, 1e-6, 1e-6, "w without momentum buffer");
+  CHECK_THROWS_AS(gk::launch_sgd_update(n, w.data(), g.data(), nullptr, &hyper, nullptr),
+                  gputrain::RuntimeFailure);
+}

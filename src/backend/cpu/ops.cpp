@@ -32,16 +32,19 @@ void im2col(const ConvGeometry& g, const float* x, float* cols) {
           float* out = row + int64_t(oh) * Wo;
           const int ih = oh * s - p + ki;
           if (ih < 0 || ih >= H) {
-            std::fill(out, out + Wo, 0.0f);
+            for (int ow = 0; ow < Wo; ++ow) out[ow] = 0.0f;
             continue;
           }
           const float* in = plane + int64_t(ih) * W;
           if (s == 1) {
-            // Valid output columns: 0 <= ow - p + kj < W.
-            const int lo = std::clamp(p - kj, 0, Wo), hi = std::clamp(W + p - kj, lo, Wo);
-            std::fill(out, out + lo, 0.0f);
-            std::memcpy(out + lo, in + lo - p + kj, sizeof(float) * size_t(hi - lo));
-            std::fill(out + hi, out + Wo, 0.0f);
+            // Valid output columns: 0 <= ow - p + kj < W. Plain loops, not memcpy/fill: the rows
+            // are ~30 floats, where call overhead would cost as much as the copy.
+            const int shift = kj - p;
+            const int lo = std::clamp(-shift, 0, Wo), hi = std::clamp(W - shift, lo, Wo);
+            const float* src = in + shift;
+            for (int ow = 0; ow < lo; ++ow) out[ow] = 0.0f;
+            for (int ow = lo; ow < hi; ++ow) out[ow] = src[ow];
+            for (int ow = hi; ow < Wo; ++ow) out[ow] = 0.0f;
           } else {
             for (int ow = 0; ow < Wo; ++ow) {
               const int iw = ow * s - p + kj;
@@ -71,8 +74,9 @@ void col2im(const ConvGeometry& g, const float* dcols, float* dx) {
           float* out = plane + int64_t(ih) * W;
           if (s == 1) {
             const int lo = std::clamp(p - kj, 0, Wo), hi = std::clamp(W + p - kj, lo, Wo);
-            float* o = out + lo - p + kj;
-            for (int ow = lo; ow < hi; ++ow) o[ow - lo] += in[ow];
+            float* __restrict__ o = out + lo - p + kj;
+            const float* __restrict__ i = in + lo;
+            for (int ow = 0; ow < hi - lo; ++ow) o[ow] += i[ow];
           } else {
             for (int ow = 0; ow < Wo; ++ow) {
               const int iw = ow * s - p + kj;
@@ -83,6 +87,19 @@ void col2im(const ConvGeometry& g, const float* dcols, float* dx) {
       }
     }
   }
+}
+
+// Σ v[0..n) in a fixed order with 16 independent partial sums: vectorizes (a single running sum is
+// a chain of dependent adds, ~4 cycles each) and stays deterministic.
+float sum_floats(const float* v, int64_t n) {
+  float partial[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) partial[j] += v[i + j];
+  for (int j = 0; i < n; ++i, ++j) partial[j] += v[i];
+  float sum = 0.0f;
+  for (float p : partial) sum += p;
+  return sum;
 }
 
 bool is_pointwise(const ConvGeometry& g) {
@@ -171,12 +188,7 @@ void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, cons
 #pragma omp for schedule(static)
     for (int64_t o = 0; o < O; ++o) {
       double sum = 0.0;
-      for (int n = 0; n < g.batch; ++n) {
-        const float* row = dy + (n * O + o) * P;
-        float s = 0.0f;
-        for (int64_t p = 0; p < P; ++p) s += row[p];
-        sum += s;
-      }
+      for (int n = 0; n < g.batch; ++n) sum += sum_floats(dy + (n * O + o) * P, P);
       db[o] = float(sum);
     }
   }

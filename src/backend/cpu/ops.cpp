@@ -102,17 +102,84 @@ float sum_floats(const float* v, int64_t n) {
   return sum;
 }
 
+// Stride-1 fast paths. The sample is copied once into a zero-padded plane (C × Hp × Wp); then
+// every row of the columns is a plain contiguous copy, with no bounds test per element. For the
+// tutorial's 16×28×28 input this halves the time of im2col and col2im.
+int64_t padded_floats(const ConvGeometry& g) {
+  return int64_t(g.in_channels) * (g.in_height + 2 * g.padding) * (g.in_width + 2 * g.padding);
+}
+
+void im2col_stride1(const ConvGeometry& g, const float* x, float* cols, float* padded) {
+  const int k = g.kernel, p = g.padding, H = g.in_height, W = g.in_width;
+  const int Hp = H + 2 * p, Wp = W + 2 * p, Ho = g.out_height(), Wo = g.out_width();
+  std::fill(padded, padded + padded_floats(g), 0.0f);
+  for (int c = 0; c < g.in_channels; ++c)
+    for (int h = 0; h < H; ++h) {
+      const float* src = x + (int64_t(c) * H + h) * W;
+      float* dst = padded + (int64_t(c) * Hp + h + p) * Wp + p;
+      for (int w = 0; w < W; ++w) dst[w] = src[w];
+    }
+  for (int c = 0; c < g.in_channels; ++c)
+    for (int ki = 0; ki < k; ++ki)
+      for (int kj = 0; kj < k; ++kj) {
+        float* row = cols + ((int64_t(c) * k + ki) * k + kj) * Ho * Wo;
+        for (int oh = 0; oh < Ho; ++oh) {
+          const float* __restrict__ src = padded + (int64_t(c) * Hp + oh + ki) * Wp + kj;
+          float* __restrict__ dst = row + int64_t(oh) * Wo;
+          for (int ow = 0; ow < Wo; ++ow) dst[ow] = src[ow];
+        }
+      }
+}
+
+void col2im_stride1(const ConvGeometry& g, const float* dcols, float* dx, float* padded) {
+  const int k = g.kernel, p = g.padding, H = g.in_height, W = g.in_width;
+  const int Hp = H + 2 * p, Wp = W + 2 * p, Ho = g.out_height(), Wo = g.out_width();
+  std::fill(padded, padded + padded_floats(g), 0.0f);
+  for (int c = 0; c < g.in_channels; ++c)
+    for (int ki = 0; ki < k; ++ki)
+      for (int kj = 0; kj < k; ++kj) {
+        const float* row = dcols + ((int64_t(c) * k + ki) * k + kj) * Ho * Wo;
+        for (int oh = 0; oh < Ho; ++oh) {
+          float* __restrict__ dst = padded + (int64_t(c) * Hp + oh + ki) * Wp + kj;
+          const float* __restrict__ src = row + int64_t(oh) * Wo;
+          for (int ow = 0; ow < Wo; ++ow) dst[ow] += src[ow];
+        }
+      }
+  for (int c = 0; c < g.in_channels; ++c)
+    for (int h = 0; h < H; ++h) {
+      const float* src = padded + (int64_t(c) * Hp + h + p) * Wp + p;
+      float* dst = dx + (int64_t(c) * H + h) * W;
+      for (int w = 0; w < W; ++w) dst[w] = src[w];
+    }
+}
+
 bool is_pointwise(const ConvGeometry& g) {
   return g.kernel == 1 && g.stride == 1 && g.padding == 0;
+}
+
+int64_t per_thread_floats(const ConvGeometry& g) {
+  return 2 * g.col_rows() * g.col_cols() + int64_t(g.out_channels) * g.col_rows() + padded_floats(g);
+}
+
+// The columns of one sample, through the stride-1 fast path where it applies.
+void to_columns(const ConvGeometry& g, const float* x, float* cols, float* padded) {
+  if (g.stride == 1)
+    im2col_stride1(g, x, cols, padded);
+  else
+    im2col(g, x, cols);
+}
+void from_columns(const ConvGeometry& g, const float* dcols, float* dx, float* padded) {
+  if (g.stride == 1)
+    col2im_stride1(g, dcols, dx, padded);
+  else
+    col2im(g, dcols, dx);
 }
 
 }  // namespace
 
 int64_t conv_workspace_floats(const ConvGeometry& g, int threads) {
-  // Per thread: im2col columns, their gradient, and a private dW partial sum.
-  const int64_t cols = g.col_rows() * g.col_cols();
-  const int64_t dw = int64_t(g.out_channels) * g.col_rows();
-  return int64_t(resolve_threads(threads)) * (2 * cols + dw);
+  // Per thread: im2col columns, their gradient, a private dW partial sum, a padded input plane.
+  return int64_t(resolve_threads(threads)) * per_thread_floats(g);
 }
 
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
@@ -120,15 +187,16 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const
   const int T = resolve_threads(threads);
   const int64_t K = g.col_rows(), P = g.col_cols(), O = g.out_channels;
   const int64_t in_size = int64_t(g.in_channels) * g.in_height * g.in_width;
-  const int64_t per_thread = 2 * K * P + O * K;
+  const int64_t per_thread = per_thread_floats(g);
 #pragma omp parallel for num_threads(T) schedule(static)
   for (int n = 0; n < g.batch; ++n) {
     float* cols = workspace + int64_t(omp_get_thread_num()) * per_thread;
+    float* padded = cols + 2 * K * P + O * K;
     const float* xn = x + n * in_size;
     if (is_pointwise(g)) {
       cols = const_cast<float*>(xn);  // read only: the columns are the input itself
     } else {
-      im2col(g, xn, cols);
+      to_columns(g, xn, cols, padded);
     }
     float* yn = y + n * O * P;
     // The bias goes in first so the GEMM accumulates onto it (beta = 1).
@@ -145,7 +213,7 @@ void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, cons
   const int T = resolve_threads(threads);
   const int64_t K = g.col_rows(), P = g.col_cols(), O = g.out_channels;
   const int64_t in_size = int64_t(g.in_channels) * g.in_height * g.in_width;
-  const int64_t per_thread = 2 * K * P + O * K;
+  const int64_t per_thread = per_thread_floats(g);
   // Static contiguous sample ranges per thread: thread t's dW partial always sums the same samples
   // in the same order, and the partials are added in thread order — a deterministic reduction.
 #pragma omp parallel num_threads(T)
@@ -154,13 +222,14 @@ void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, cons
     float* cols = workspace + int64_t(t) * per_thread;
     float* dcols = cols + K * P;
     float* dw_part = dcols + K * P;
+    float* padded = dw_part + O * K;
     std::fill(dw_part, dw_part + O * K, 0.0f);
     const int begin = int(int64_t(g.batch) * t / nt), end = int(int64_t(g.batch) * (t + 1) / nt);
     for (int n = begin; n < end; ++n) {
       const float* xn = x + n * in_size;
       const float* cn = xn;
       if (!is_pointwise(g)) {
-        im2col(g, xn, cols);
+        to_columns(g, xn, cols, padded);
         cn = cols;
       }
       const float* dyn = dy + n * O * P;
@@ -173,7 +242,7 @@ void conv2d_backward(const ConvGeometry& g, const float* x, const float* w, cons
         float* target = is_pointwise(g) ? dxn : dcols;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(K), int(P), int(O), 1.0f, w,
                     int(K), dyn, int(P), 0.0f, target, int(P));
-        if (!is_pointwise(g)) col2im(g, dcols, dxn);
+        if (!is_pointwise(g)) from_columns(g, dcols, dxn, padded);
       }
     }
 #pragma omp barrier

@@ -42,7 +42,7 @@ std::unique_ptr<Engine> make_engine(const std::string& device, const ModelPlan& 
   const auto devices = cuda_devices(&why);
   if (devices.empty()) {
     if (device == "cuda") throw DeviceError("--device cuda: no usable CUDA device: " + why);
-    if (note) *note = "no CUDA device (" + why + "), training on the CPU";
+    if (note) *note = "no CUDA device (" + why + "), using the CPU";
     return make_cpu_engine(plan, options);
   }
 #ifdef GPUTRAIN_WITH_CUDA

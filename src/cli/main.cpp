@@ -82,8 +82,9 @@ class ConsoleObserver final : public TrainObserver {
   void on_step(int epoch, int64_t step, int64_t steps, int64_t) override {
     if (step == 1 || epoch != epoch_) {
       epoch_ = epoch;
+      // Rates are measured from this step on: it has just finished, so it is the reference point.
       epoch_start_ = std::chrono::steady_clock::now();
-      first_step_ = step - 1;
+      first_step_ = step;
     }
     if (!tty_) return;
     const auto now = std::chrono::steady_clock::now();
@@ -95,8 +96,10 @@ class ConsoleObserver final : public TrainObserver {
     const int width = 30, filled = int(width * step / std::max<int64_t>(steps, 1));
     std::string bar(size_t(filled), '#');
     bar.resize(size_t(width), '.');
-    std::printf("\r  epoch %d [%s] %lld/%lld  %.0f images/s  ETA %s   ", epoch, bar.c_str(),
-                (long long)step, (long long)steps, rate * batch_, format_duration(eta).c_str());
+    const std::string speed = rate > 0 ? fmt::format("{:.0f} images/s", rate * batch_) : "-- images/s";
+    const std::string eta_text = rate > 0 ? format_duration(eta) : "--:--";
+    std::printf("\r  epoch %d [%s] %lld/%lld  %s  ETA %s   ", epoch, bar.c_str(), (long long)step,
+                (long long)steps, speed.c_str(), eta_text.c_str());
     std::fflush(stdout);
     if (step == steps) std::printf("\r%*s\r", 100, "");
   }

@@ -1,8 +1,10 @@
 // gputrain's command line: a thin layer over the library. Parses flags (CLI11), sets up logging
-// (spdlog: progress and results on stdout, warnings and errors on stderr), turns the library's typed
-// exceptions into one line on stderr and an exit code:
+// (spdlog: progress and results on stdout, warnings and errors on stderr), turns the library's
+// typed exceptions into one line on stderr and an exit code:
 //   0 success · 2 bad usage, config, data, weights or output folder · 1 other failures · 130 SIGINT
 #include <signal.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,12 +13,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 
 #include "core/json.hpp"
+#include "core/message.hpp"
 #include "gputrain/config.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
@@ -57,11 +58,6 @@ void setup_logging(bool quiet) {
   spdlog::set_default_logger(logger);
 }
 
-std::string one_line(std::string s) {
-  std::replace(s.begin(), s.end(), '\n', ' ');
-  return s;
-}
-
 std::string format_duration(double seconds) {
   const int s = int(std::lround(seconds));
   char buf[32];
@@ -96,7 +92,8 @@ class ConsoleObserver final : public TrainObserver {
     const int width = 30, filled = int(width * step / std::max<int64_t>(steps, 1));
     std::string bar(size_t(filled), '#');
     bar.resize(size_t(width), '.');
-    const std::string speed = rate > 0 ? fmt::format("{:.0f} images/s", rate * batch_) : "-- images/s";
+    const std::string speed =
+        rate > 0 ? fmt::format("{:.0f} images/s", rate * batch_) : "-- images/s";
     const std::string eta_text = rate > 0 ? format_duration(eta) : "--:--";
     std::printf("\r  epoch %d [%s] %lld/%lld  %s  ETA %s   ", epoch, bar.c_str(), (long long)step,
                 (long long)steps, speed.c_str(), eta_text.c_str());
@@ -106,15 +103,18 @@ class ConsoleObserver final : public TrainObserver {
 
   void on_log(int epoch, int64_t step, int64_t steps, double loss, double acc) override {
     if (tty_ || quiet_) return;  // the bar shows progress on a terminal
-    spdlog::info("epoch {} step {}/{}: loss {:.4f}, accuracy {:.4f}", epoch, step, steps, loss, acc);
+    spdlog::info("epoch {} step {}/{}: loss {:.4f}, accuracy {:.4f}", epoch, step, steps, loss,
+                 acc);
   }
 
   void on_epoch(const EpochMetrics& m) override {
-    std::string busy = m.gpu_busy_percent >= 0 ? fmt::format(", GPU busy {:.1f}%", m.gpu_busy_percent) : "";
+    std::string busy =
+        m.gpu_busy_percent >= 0 ? fmt::format(", GPU busy {:.1f}%", m.gpu_busy_percent) : "";
     spdlog::info(
         "epoch {}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} | {:.1f} s, "
         "{:.0f} images/s{}",
-        m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.images_per_s, busy);
+        m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.images_per_s,
+        busy);
   }
 
   void set_batch(int batch) { batch_ = batch; }
@@ -238,8 +238,9 @@ int run_info() {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"gputrain: trains convolutional image classifiers from a YAML config, on the GPU "
-               "(CUDA) or the CPU"};
+  CLI::App app{
+      "gputrain: trains convolutional image classifiers from a YAML config, on the GPU "
+      "(CUDA) or the CPU"};
   app.set_version_flag("--version", std::string("gputrain ") + GPUTRAIN_VERSION + " (" +
                                         cuda_build_versions() + ")");
   app.require_subcommand(1);

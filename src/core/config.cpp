@@ -19,6 +19,7 @@
 #include <limits>
 
 #include "core/json.hpp"
+#include "core/message.hpp"
 #include "gputrain/errors.hpp"
 
 namespace gputrain {
@@ -46,27 +47,6 @@ struct MapEntry {
   int key_line = 0;
   Node value;
 };
-
-// Messages are one line (main prints them as such): control characters from keys, values, file
-// names or --set text are shown escaped.
-std::string one_line(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", c);
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
 
 const MapEntry* find_entry(const Node& map, const std::string& key) {
   for (const auto& e : map.map)

@@ -14,6 +14,7 @@
 
 #include "core/atomic_file.hpp"
 #include "core/json.hpp"
+#include "core/message.hpp"
 #include "gputrain/errors.hpp"
 
 namespace gputrain {
@@ -31,27 +32,6 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 const char* const kKnownDtypes[] = {
     "BOOL", "U8",  "I8",  "I16",     "U16",     "F16",     "BF16", "I32",     "U32",     "F32",
     "F64",  "I64", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4",   "F6_E2M3", "F6_E3M2", "C64"};
-
-// Messages are one line (main prints them as such): control characters from keys, values, file
-// names or --set text are shown escaped.
-std::string one_line(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", c);
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
 
 class FileDescriptor {
  public:

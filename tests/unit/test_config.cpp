@@ -9,6 +9,7 @@
 
 #include "gputrain/config.hpp"
 #include "gputrain/errors.hpp"
+#include "support/expect_error.hpp"
 
 using namespace gputrain;
 namespace fs = std::filesystem;
@@ -48,28 +49,11 @@ std::string with(const std::string& from, const std::string& to) {
   return text;
 }
 
-// Requires `f` to throw ConfigError with a one-line message holding every one of `parts`.
-std::string config_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  std::string msg;
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    msg = e.what();
-  }
-  INFO("message: " << msg);
-  REQUIRE_FALSE(msg.empty());
-  CHECK(msg.find('\n') == std::string::npos);
-  for (const auto& part : parts) {
-    INFO("expected to contain: " << part);
-    CHECK(msg.find(part) != std::string::npos);
-  }
-  return msg;
-}
-
 std::string parse_error(const std::string& text, const std::vector<std::string>& parts,
                         const std::vector<std::string>& overrides = {}) {
   INFO("config:\n" << text);
-  return config_error([&] { parse_config(text, "cfg.yaml", overrides); }, parts);
+  return testing::expect_error<ConfigError>([&] { parse_config(text, "cfg.yaml", overrides); },
+                                            parts);
 }
 
 void check_equal(const Config& a, const Config& b) {
@@ -327,9 +311,11 @@ TEST_CASE("YAML syntax errors and unreadable files", "[config]") {
   // file:line:col
   std::string pos = msg.substr(9, msg.find(": YAML") - 9);
   CHECK(pos.find(':') != std::string::npos);
-  config_error([] { load_config("/nonexistent/gputrain.yaml"); },
-               {"cannot read config '/nonexistent/gputrain.yaml': No such file or directory"});
-  config_error([] { load_config("/"); }, {"cannot read config '/'", "Is a directory"});
+  testing::expect_error<ConfigError>(
+      [] { load_config("/nonexistent/gputrain.yaml"); },
+      {"cannot read config '/nonexistent/gputrain.yaml': No such file or directory"});
+  testing::expect_error<ConfigError>([] { load_config("/"); },
+                                     {"cannot read config '/'", "Is a directory"});
 }
 
 TEST_CASE("overrides (--set) apply before validation", "[config]") {

@@ -10,30 +10,12 @@
 #include "gputrain/dataset.hpp"
 #include "gputrain/errors.hpp"
 #include "support/data_files.hpp"
+#include "support/expect_error.hpp"
 
 using namespace gputrain;
 using namespace gputrain::testing;
 
 namespace {
-
-// Runs `f`, requires a DataError with a one-line message holding every one of `parts`; returns it.
-std::string expect_data_error(const std::function<void()>& f,
-                              const std::vector<std::string>& parts) {
-  std::string msg;
-  try {
-    f();
-  } catch (const DataError& e) {
-    msg = e.what();
-  }
-  INFO("message: " << msg);
-  REQUIRE_FALSE(msg.empty());
-  CHECK(msg.find('\n') == std::string::npos);
-  for (const auto& part : parts) {
-    INFO("expected to contain: " << part);
-    CHECK(msg.find(part) != std::string::npos);
-  }
-  return msg;
-}
 
 void check_same(const ImageSet& got, const ImageSet& want, int64_t count) {
   REQUIRE(got.count == count);
@@ -115,11 +97,13 @@ TEST_CASE("IDX limits keep the first N images", "[data]") {
   check_same(ds.test, test, 1);
 
   const std::string images = dir.file(kTrainImages + ".gz");
-  expect_data_error([&] { load_idx_dataset(dir.path(), 13, 0, 10); },
-                    {"data.train_limit=13", images, "holds 12 images"});
-  expect_data_error([&] { load_idx_dataset(dir.path(), 0, 70000, 10); },
-                    {"data.test_limit=70000", "t10k-images-idx3-ubyte.gz", "holds 7 images"});
-  expect_data_error([&] { load_idx_dataset(dir.path(), -1, 0, 10); }, {"data.train_limit=-1"});
+  testing::expect_error<DataError>([&] { load_idx_dataset(dir.path(), 13, 0, 10); },
+                                   {"data.train_limit=13", images, "holds 12 images"});
+  testing::expect_error<DataError>(
+      [&] { load_idx_dataset(dir.path(), 0, 70000, 10); },
+      {"data.test_limit=70000", "t10k-images-idx3-ubyte.gz", "holds 7 images"});
+  testing::expect_error<DataError>([&] { load_idx_dataset(dir.path(), -1, 0, 10); },
+                                   {"data.train_limit=-1"});
 }
 
 TEST_CASE("CIFAR-10 data sets round trip, with limits across batches", "[data]") {
@@ -138,10 +122,10 @@ TEST_CASE("CIFAR-10 data sets round trip, with limits across batches", "[data]")
   check_same(ds.train, train, 5);
   check_same(ds.test, test, 2);
 
-  expect_data_error([&] { load_cifar10_dataset(dir.path(), 12, 0, 10); },
-                    {"data.train_limit=12", "data_batch_1.bin", "hold 11 images"});
-  expect_data_error([&] { load_cifar10_dataset(dir.path(), 0, 5, 10); },
-                    {"data.test_limit=5", "test_batch.bin", "holds 4 images"});
+  testing::expect_error<DataError>([&] { load_cifar10_dataset(dir.path(), 12, 0, 10); },
+                                   {"data.train_limit=12", "data_batch_1.bin", "hold 11 images"});
+  testing::expect_error<DataError>([&] { load_cifar10_dataset(dir.path(), 0, 5, 10); },
+                                   {"data.test_limit=5", "test_batch.bin", "holds 4 images"});
 }
 
 TEST_CASE("CIFAR-10 record layout: label byte then channel-major pixels", "[data]") {
@@ -198,25 +182,26 @@ TEST_CASE("channel_statistics: per-channel mean and population std of pixel/255"
   ImageSet empty;
   empty.channels = 1;
   empty.height = empty.width = 28;
-  expect_data_error([&] { channel_statistics(empty, mean, stddev); }, {"at least one image"});
+  testing::expect_error<DataError>([&] { channel_statistics(empty, mean, stddev); },
+                                   {"at least one image"});
 }
 
 TEST_CASE("IDX errors: folder and files", "[data]") {
   TempDir dir;
   const std::string missing = dir.file("nope");
-  expect_data_error([&] { load_idx_dataset(missing, 0, 0, 10); },
-                    {"data.dir: folder '" + missing + "' does not exist"});
+  testing::expect_error<DataError>([&] { load_idx_dataset(missing, 0, 0, 10); },
+                                   {"data.dir: folder '" + missing + "' does not exist"});
   write_bytes(dir.file("plain"), {1, 2, 3});
-  expect_data_error([&] { load_idx_dataset(dir.file("plain"), 0, 0, 10); },
-                    {"data.dir", "not a folder"});
-  expect_data_error([&] { load_idx_dataset(dir.path(), 0, 0, 10); },
-                    {dir.file(kTrainImages), kTrainImages + ".gz"});
+  testing::expect_error<DataError>([&] { load_idx_dataset(dir.file("plain"), 0, 0, 10); },
+                                   {"data.dir", "not a folder"});
+  testing::expect_error<DataError>([&] { load_idx_dataset(dir.path(), 0, 0, 10); },
+                                   {dir.file(kTrainImages), kTrainImages + ".gz"});
   write_small_idx(dir.path());
   std::filesystem::remove(dir.file("t10k-labels-idx1-ubyte"));
-  expect_data_error([&] { load_idx_dataset(dir.path(), 0, 0, 10); },
-                    {dir.file("t10k-labels-idx1-ubyte"), "no such file"});
-  expect_data_error([&] { read_idx_file(dir.file("t10k-labels-idx1-ubyte")); },
-                    {dir.file("t10k-labels-idx1-ubyte"), "no such file"});
+  testing::expect_error<DataError>([&] { load_idx_dataset(dir.path(), 0, 0, 10); },
+                                   {dir.file("t10k-labels-idx1-ubyte"), "no such file"});
+  testing::expect_error<DataError>([&] { read_idx_file(dir.file("t10k-labels-idx1-ubyte")); },
+                                   {dir.file("t10k-labels-idx1-ubyte"), "no such file"});
 }
 
 TEST_CASE("IDX errors: header", "[data]") {
@@ -229,27 +214,28 @@ TEST_CASE("IDX errors: header", "[data]") {
     Bytes bytes = read_bytes(images);
     bytes[0] = 0x12;
     write_bytes(images, bytes);
-    expect_data_error(load, {images, "not an IDX file", "expected magic 00 00 08 03"});
+    testing::expect_error<DataError>(load,
+                                     {images, "not an IDX file", "expected magic 00 00 08 03"});
   }
   SECTION("wrong dtype") {
     write_idx(images, {12, 5, 3}, train.pixels, false, 0x0D);
-    expect_data_error(load, {images, "0x0D", "expected 0x08"});
+    testing::expect_error<DataError>(load, {images, "0x0D", "expected 0x08"});
   }
   SECTION("wrong number of dimensions") {
     write_idx(images, {12, 15}, train.pixels);
-    expect_data_error(load, {images, "2 dimension(s), expected 3"});
+    testing::expect_error<DataError>(load, {images, "2 dimension(s), expected 3"});
   }
   SECTION("empty file") {
     write_bytes(images, {});
-    expect_data_error(load, {images, "empty file"});
+    testing::expect_error<DataError>(load, {images, "empty file"});
   }
   SECTION("truncated header") {
     write_bytes(images, {0, 0, 8, 3, 0, 0, 0, 12, 0});
-    expect_data_error(load, {images, "truncated IDX header"});
+    testing::expect_error<DataError>(load, {images, "truncated IDX header"});
   }
   SECTION("zero-sized images") {
     write_idx_images(images, 12, 0, 3, {});
-    expect_data_error(load, {images, "at least one image"});
+    testing::expect_error<DataError>(load, {images, "at least one image"});
   }
 }
 
@@ -262,7 +248,7 @@ TEST_CASE("IDX errors: data size", "[data]") {
   SECTION("truncated raw") {
     Bytes short_pixels(train.pixels.begin(), train.pixels.end() - 1);
     write_idx_images(images, 12, 5, 3, short_pixels);
-    expect_data_error(load, {images, "truncated", "179 bytes", "expected 180"});
+    testing::expect_error<DataError>(load, {images, "truncated", "179 bytes", "expected 180"});
   }
   SECTION("trailing bytes, raw and gzip") {
     Bytes long_pixels = train.pixels;
@@ -272,7 +258,8 @@ TEST_CASE("IDX errors: data size", "[data]") {
       std::filesystem::remove(images);
       const std::string path = images + (gzip ? ".gz" : "");
       write_idx_images(path, 12, 5, 3, long_pixels, gzip);
-      expect_data_error(load, {path, "2 trailing bytes", "expected the file to end"});
+      testing::expect_error<DataError>(load,
+                                       {path, "2 trailing bytes", "expected the file to end"});
       std::filesystem::remove(path);
     }
   }
@@ -281,9 +268,9 @@ TEST_CASE("IDX errors: data size", "[data]") {
       std::filesystem::remove(images);
       const std::string path = images + (gzip ? ".gz" : "");
       write_idx_images(path, 0x80000000u, 28, 28, Bytes(100, 1), gzip);
-      expect_data_error(load, {path, "truncated", "2147483648x28x28"});
+      testing::expect_error<DataError>(load, {path, "truncated", "2147483648x28x28"});
       write_idx_images(path, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, Bytes(100, 1), gzip);
-      expect_data_error(load, {path, "impossibly large"});
+      testing::expect_error<DataError>(load, {path, "impossibly large"});
       std::filesystem::remove(path);
     }
   }
@@ -305,27 +292,27 @@ TEST_CASE("IDX errors: damaged gzip", "[data]") {
 
   SECTION("truncated in the data") {
     write_bytes(gz, Bytes(good.begin(), good.begin() + std::ptrdiff_t(good.size() / 2)));
-    expect_data_error(load, {gz, "truncated gzip stream"});
+    testing::expect_error<DataError>(load, {gz, "truncated gzip stream"});
   }
   SECTION("truncated in the trailer (all data there, checksum missing)") {
     write_bytes(gz, Bytes(good.begin(), good.end() - 4));
-    expect_data_error(load, {gz, "truncated gzip stream"});
+    testing::expect_error<DataError>(load, {gz, "truncated gzip stream"});
   }
   SECTION("truncated in the gzip header") {
     write_bytes(gz, Bytes(good.begin(), good.begin() + 6));
-    expect_data_error(load, {gz, "truncated gzip stream"});
+    testing::expect_error<DataError>(load, {gz, "truncated gzip stream"});
   }
   SECTION("corrupt deflate data") {
     Bytes bad = good;
     for (size_t i = 12; i < bad.size() - 8; ++i) bad[i] ^= 0x5A;
     write_bytes(gz, bad);
-    expect_data_error(load, {gz, "corrupt gzip data"});
+    testing::expect_error<DataError>(load, {gz, "corrupt gzip data"});
   }
   SECTION("checksum mismatch") {
     Bytes bad = good;
     bad[bad.size() - 6] ^= 0xFF;  // inside the CRC-32 of the trailer
     write_bytes(gz, bad);
-    expect_data_error(load, {gz, "corrupt gzip data"});
+    testing::expect_error<DataError>(load, {gz, "corrupt gzip data"});
   }
 }
 
@@ -337,18 +324,19 @@ TEST_CASE("IDX errors: labels", "[data]") {
 
   SECTION("count mismatch") {
     write_idx_labels(labels, Bytes(11, 1));
-    expect_data_error(load, {labels, "11 labels", dir.file(kTrainImages), "holds 12 images"});
+    testing::expect_error<DataError>(
+        load, {labels, "11 labels", dir.file(kTrainImages), "holds 12 images"});
   }
   SECTION("label >= num_classes") {
     Bytes l = label_bytes(train.labels);
     l[4] = 10;
     write_idx_labels(labels, l);
-    expect_data_error(load, {labels, "label 10 at index 4", "expected 0..9"});
+    testing::expect_error<DataError>(load, {labels, "label 10 at index 4", "expected 0..9"});
     CHECK(load_idx_dataset(dir.path(), 0, 0, 11).train.labels[4] == 10);
   }
   SECTION("an images file where labels belong") {
     write_idx_images(labels, 12, 5, 3, train.pixels);
-    expect_data_error(load, {labels, "3 dimension(s), expected 1"});
+    testing::expect_error<DataError>(load, {labels, "3 dimension(s), expected 1"});
   }
 }
 
@@ -361,28 +349,30 @@ TEST_CASE("CIFAR-10 errors", "[data]") {
   const std::string batch3 = dir.file("data_batch_3.bin");
 
   SECTION("missing folder") {
-    expect_data_error([&] { load_cifar10_dataset(dir.file("nope"), 0, 0, 10); },
-                      {"data.dir: folder '" + dir.file("nope") + "' does not exist"});
+    testing::expect_error<DataError>(
+        [&] { load_cifar10_dataset(dir.file("nope"), 0, 0, 10); },
+        {"data.dir: folder '" + dir.file("nope") + "' does not exist"});
   }
   SECTION("missing batch") {
     std::filesystem::remove(batch3);
-    expect_data_error(load, {batch3, "no such file"});
+    testing::expect_error<DataError>(load, {batch3, "no such file"});
   }
   SECTION("size not a multiple of 3073") {
     Bytes bytes = read_bytes(batch3);
     bytes.pop_back();
     write_bytes(batch3, bytes);
-    expect_data_error(load, {batch3, "3072 bytes", "3073"});
+    testing::expect_error<DataError>(load, {batch3, "3072 bytes", "3073"});
   }
   SECTION("empty batch") {
     write_bytes(batch3, {});
-    expect_data_error(load, {batch3, "0 bytes", "3073"});
+    testing::expect_error<DataError>(load, {batch3, "0 bytes", "3073"});
   }
   SECTION("label >= num_classes") {
     Bytes bytes = read_bytes(dir.file("test_batch.bin"));
     bytes[3073] = 12;  // the second record's label
     write_bytes(dir.file("test_batch.bin"), bytes);
-    expect_data_error(load, {dir.file("test_batch.bin"), "label 12 in record 1", "expected 0..9"});
+    testing::expect_error<DataError>(
+        load, {dir.file("test_batch.bin"), "label 12 in record 1", "expected 0..9"});
   }
 }
 

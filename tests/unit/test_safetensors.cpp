@@ -17,6 +17,7 @@
 #include "core/atomic_file.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/safetensors.hpp"
+#include "support/expect_error.hpp"
 
 using namespace gputrain;
 namespace fs = std::filesystem;
@@ -70,25 +71,6 @@ std::string build_file(const std::string& header, const std::string& data) {
   return u64le(header.size()) + header + data;
 }
 
-// Requires `f` to throw E with a one-line message holding every one of `parts`; returns it.
-template <typename E>
-std::string expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  std::string msg;
-  try {
-    f();
-  } catch (const E& e) {
-    msg = e.what();
-  }
-  INFO("message: " << msg);
-  REQUIRE_FALSE(msg.empty());
-  CHECK(msg.find('\n') == std::string::npos);
-  for (const auto& part : parts) {
-    INFO("expected to contain: " << part);
-    CHECK(msg.find(part) != std::string::npos);
-  }
-  return msg;
-}
-
 // Writes `header` + `data` and requires read_safetensors to fail naming the file and `parts`.
 std::string expect_invalid(const TempDir& dir, const std::string& header, const std::string& data,
                            std::vector<std::string> parts) {
@@ -96,7 +78,7 @@ std::string expect_invalid(const TempDir& dir, const std::string& header, const 
   write_bytes(path, build_file(header, data));
   parts.push_back(path);
   INFO("header: " << header);
-  return expect_error<WeightsError>([&] { read_safetensors(path); }, parts);
+  return testing::expect_error<WeightsError>([&] { read_safetensors(path); }, parts);
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -218,23 +200,24 @@ TEST_CASE("safetensors rejects bad files with one line naming the file", "[safet
   const std::string data8 = f32le({1, 2});
 
   SECTION("missing, a folder, too short") {
-    expect_error<WeightsError>([&] { read_safetensors(dir / "none.safetensors"); },
-                               {dir / "none.safetensors", "No such file"});
-    expect_error<WeightsError>([&] { read_safetensors(dir.path); }, {dir.path});
+    testing::expect_error<WeightsError>([&] { read_safetensors(dir / "none.safetensors"); },
+                                        {dir / "none.safetensors", "No such file"});
+    testing::expect_error<WeightsError>([&] { read_safetensors(dir.path); }, {dir.path});
     write_bytes(dir / "short", "abc");
-    expect_error<WeightsError>([&] { read_safetensors(dir / "short"); },
-                               {dir / "short", "3 bytes"});
+    testing::expect_error<WeightsError>([&] { read_safetensors(dir / "short"); },
+                                        {dir / "short", "3 bytes"});
     write_bytes(dir / "empty", "");
-    expect_error<WeightsError>([&] { read_safetensors(dir / "empty"); }, {dir / "empty"});
+    testing::expect_error<WeightsError>([&] { read_safetensors(dir / "empty"); }, {dir / "empty"});
   }
   SECTION("header length beyond the file, including 2^60") {
     write_bytes(dir / "huge", u64le(uint64_t(1) << 60) + "{}");
-    expect_error<WeightsError>([&] { read_safetensors(dir / "huge"); },
-                               {dir / "huge", "1152921504606846976", "exceeds the file size"});
+    testing::expect_error<WeightsError>(
+        [&] { read_safetensors(dir / "huge"); },
+        {dir / "huge", "1152921504606846976", "exceeds the file size"});
     write_bytes(dir / "max", u64le(UINT64_MAX) + "{}");
-    expect_error<WeightsError>([&] { read_safetensors(dir / "max"); }, {dir / "max"});
+    testing::expect_error<WeightsError>([&] { read_safetensors(dir / "max"); }, {dir / "max"});
     write_bytes(dir / "off", u64le(10) + "{}");
-    expect_error<WeightsError>([&] { read_safetensors(dir / "off"); }, {"exceeds"});
+    testing::expect_error<WeightsError>([&] { read_safetensors(dir / "off"); }, {"exceeds"});
   }
   SECTION("invalid JSON and wrong structure") {
     expect_invalid(dir, "{\"x\": ", "", {"invalid JSON"});
@@ -363,23 +346,24 @@ TEST_CASE("write_file_atomic replaces whole files and fails cleanly", "[safetens
 
   // Unwritable even for root: a folder below a regular file, and /proc.
   write_bytes(dir / "file", "x");
-  expect_error<IoError>([&] { write_file_atomic(dir / "file/sub/out.txt", "data"); },
-                        {"cannot write '" + dir / "file/sub/out.txt" + "'", "Not a directory"});
-  expect_error<IoError>([&] { write_file_atomic("/proc/gputrain-test.txt", "data"); },
-                        {"cannot write '/proc/gputrain-test.txt'"});
-  expect_error<IoError>([&] { write_file_atomic(dir / "missing/out.txt", "data"); },
-                        {"missing/out.txt", "No such file or directory"});
+  testing::expect_error<IoError>(
+      [&] { write_file_atomic(dir / "file/sub/out.txt", "data"); },
+      {"cannot write '" + dir / "file/sub/out.txt" + "'", "Not a directory"});
+  testing::expect_error<IoError>([&] { write_file_atomic("/proc/gputrain-test.txt", "data"); },
+                                 {"cannot write '/proc/gputrain-test.txt'"});
+  testing::expect_error<IoError>([&] { write_file_atomic(dir / "missing/out.txt", "data"); },
+                                 {"missing/out.txt", "No such file or directory"});
   // A folder where the file should go: rename fails, the temp file is removed.
   fs::create_directory(dir / "taken");
-  expect_error<IoError>([&] { write_file_atomic(dir / "taken", "data"); },
-                        {"cannot write '" + dir / "taken" + "'"});
+  testing::expect_error<IoError>([&] { write_file_atomic(dir / "taken", "data"); },
+                                 {"cannot write '" + dir / "taken" + "'"});
   CHECK(temp_files_in(dir.path).empty());
   CHECK(fs::is_directory(dir / "taken"));
 
   TensorFile f;
   f.tensors.push_back({"w", {1}, {1}});
-  expect_error<IoError>([&] { write_safetensors(dir / "file/model.safetensors", f); },
-                        {dir / "file/model.safetensors"});
+  testing::expect_error<IoError>([&] { write_safetensors(dir / "file/model.safetensors", f); },
+                                 {dir / "file/model.safetensors"});
 }
 
 TEST_CASE("ensure_directory creates nested folders and names the obstacle",
@@ -391,10 +375,11 @@ TEST_CASE("ensure_directory creates nested folders and names the obstacle",
   ensure_directory(dir / "a//b/c/");
   ensure_directory(dir.path);
   write_bytes(dir / "file", "x");
-  expect_error<IoError>([&] { ensure_directory(dir / "file"); }, {dir / "file", "in the way"});
-  expect_error<IoError>([&] { ensure_directory(dir / "file/sub/deeper"); },
-                        {dir / "file/sub/deeper", "'" + dir / "file" + "'"});
-  expect_error<IoError>([&] { ensure_directory("/proc/gputrain-test/x"); },
-                        {"/proc/gputrain-test/x"});
+  testing::expect_error<IoError>([&] { ensure_directory(dir / "file"); },
+                                 {dir / "file", "in the way"});
+  testing::expect_error<IoError>([&] { ensure_directory(dir / "file/sub/deeper"); },
+                                 {dir / "file/sub/deeper", "'" + dir / "file" + "'"});
+  testing::expect_error<IoError>([&] { ensure_directory("/proc/gputrain-test/x"); },
+                                 {"/proc/gputrain-test/x"});
   CHECK_THROWS_AS(ensure_directory(""), IoError);
 }

@@ -40,22 +40,7 @@ if [[ -z "$data" ]]; then
     data="$out/cifar-random"
     data_note="random CIFAR-10-shaped data (no data/cifar-10-batches-bin)"
     # 5 × 10,000 training records + 10,000 test records of 1 label byte + 3072 pixel bytes.
-    "$python" - "$data" 10000 10000 <<'PY'
-import os, sys
-d, per_batch, test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.makedirs(d, exist_ok=True)
-def write(path, n):
-    pixels = os.urandom(n * 3072)
-    rec = bytearray(n * 3073)
-    for i in range(n):
-        rec[i * 3073] = i % 10
-        rec[i * 3073 + 1:(i + 1) * 3073] = pixels[i * 3072:(i + 1) * 3072]
-    with open(path, "wb") as f:
-        f.write(rec)
-for b in range(1, 6):
-    write(os.path.join(d, f"data_batch_{b}.bin"), per_batch)
-write(os.path.join(d, "test_batch.bin"), test)
-PY
+    "$python" scripts/make_random_cifar10.py "$data" 10000 10000
   fi
 else
   data_note="$data"

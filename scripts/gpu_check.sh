@@ -77,22 +77,7 @@ else
   # 5 × 40 training records = 200 images: batches of 64 (eager warm-up, graph capture, a replay)
   # and a partial one of 8 (eager); 100 test records: eval chunks of 64 and 36. Small, because
   # racecheck instruments every shared-memory access of the cuDNN/cuBLAS kernels.
-  "$python" - "$tmp/data" 40 100 <<'PY'
-import os, sys
-d, per_batch, test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.makedirs(d, exist_ok=True)
-def write(path, n):
-    pixels = os.urandom(n * 3072)
-    rec = bytearray(n * 3073)
-    for i in range(n):
-        rec[i * 3073] = i % 10
-        rec[i * 3073 + 1:(i + 1) * 3073] = pixels[i * 3072:(i + 1) * 3072]
-    with open(path, "wb") as f:
-        f.write(rec)
-for b in range(1, 6):
-    write(os.path.join(d, f"data_batch_{b}.bin"), per_batch)
-write(os.path.join(d, "test_batch.bin"), test)
-PY
+  "$python" scripts/make_random_cifar10.py "$tmp/data" 40 100
   run=("$build/gputrain" train --config configs/cifar10.yaml --device cuda --quiet
        --set train.epochs=1 --set train.batch_size=64 --set data.dir="$tmp/data")
   step "memcheck (graph)" "$sanitizer" --tool memcheck --error-exitcode 1 "${run[@]}" --out "$tmp/mc"

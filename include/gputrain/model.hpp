@@ -35,7 +35,7 @@ struct ModelPlan {
   ActivationShape input;
   std::vector<LayerPlan> layers;
   std::vector<ParameterInfo> parameters;
-  size_t parameter_count = 0;  // floats in the flat buffer
+  size_t parameter_count = 0;  // floats in the flat buffer (tensors start 64-float aligned)
   int num_classes = 0;         // output features of the last layer
 
   const ParameterInfo& weight(const LayerPlan& l) const { return parameters[l.weight_index]; }

@@ -9,6 +9,8 @@
 namespace gputrain {
 namespace {
 
+constexpr size_t kParameterAlignment = 64;  // floats
+
 const char* kind_name(LayerKind kind) {
   switch (kind) {
     case LayerKind::Conv2d:
@@ -52,7 +54,10 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
     info.shape = std::move(dims);
     info.offset = offset;
     info.fan_in = fan_in;
-    offset += info.count;
+    // Each tensor starts on a 256-byte boundary: cuDNN/cuBLAS pick their fast (vectorized)
+    // kernels only for aligned pointers, and the views into the flat buffer are those pointers.
+    // The gaps stay zero (zero gradient, so SGD leaves them zero).
+    offset += (info.count + kParameterAlignment - 1) / kParameterAlignment * kParameterAlignment;
     plan.parameters.push_back(std::move(info));
     return int(plan.parameters.size() - 1);
   };

@@ -66,6 +66,13 @@ cpu::SgdParams sgd_params(const OptimizerConfig& o) {
   return p;
 }
 
+// Parameters the model has (the flat buffer also holds alignment gaps).
+size_t weights_in(const ModelPlan& plan) {
+  size_t n = 0;
+  for (const ParameterInfo& p : plan.parameters) n += p.count;
+  return n;
+}
+
 // A channel that is constant over the training images has std 0: leave its scale alone (std 1),
 // as dividing by zero would make every input infinite.
 void guard_constant_channels(Normalization& n) {
@@ -184,7 +191,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   if (!note.empty()) observer.on_info(note);
   observer.on_info("training on " + engine->describe() + ": " + std::to_string(data.train.count) +
                    " training and " + std::to_string(data.test.count) + " test images, " +
-                   std::to_string(plan.parameter_count) + " parameters");
+                   std::to_string(weights_in(plan)) + " parameters");
 
   TrainingState state;
   if (resuming) {

@@ -10,6 +10,9 @@
 # then prints a summary table. Exit status 0 only when every step passed.
 #
 #   scripts/gpu_check.sh [--build DIR] [--skip-bench] [--skip-sanitizer]
+#
+# Without network or Debian's -dev packages (the lent GPU machines): first, on a Debian machine,
+# `scripts/offline_deps.sh download .deps` (43 MB), then carry .deps along; this script unpacks it.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 build="build-gpu"; skip_bench=0; skip_sanitizer=0
@@ -52,9 +55,23 @@ fi
 [[ "$cap" =~ ^[0-9]+$ ]] || cap=native
 echo "gpu_check: $gpu_name, CUDA architecture $cap, build folder $build"
 
+# A machine without Debian's -dev packages and without network: use the .deb files carried in
+# .deps (scripts/offline_deps.sh download, here: see that script), unpacked next to the repo.
+extra=()
+if [[ -d .deps ]] && ls .deps/*.deb >/dev/null 2>&1; then
+  [[ -d .deps/root ]] || scripts/offline_deps.sh unpack .deps
+  deps=$PWD/.deps/root
+  extra+=(-DCMAKE_PREFIX_PATH="$deps/usr")
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export GPUTRAIN_FASHION_DIR="$deps/usr/share/datasets/fashion-mnist"
+  echo "gpu_check: build dependencies from $deps"
+fi
+# The Python that has PyTorch (on the lent machines that is python3 on PATH, not /usr/bin/python3).
+if command -v python3 >/dev/null; then extra+=(-DGPUTRAIN_PYTHON="$(command -v python3)"); fi
+
 jobs=$(nproc)
 step "configure (sm $cap)" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DGPUTRAIN_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$cap"
+  -DCMAKE_CUDA_ARCHITECTURES="$cap" "${extra[@]}"
 step "build" cmake --build "$build" -j "$jobs"
 if [[ "${results[1]}" != PASS ]]; then summary; exit 1; fi
 

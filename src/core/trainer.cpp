@@ -222,7 +222,6 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   TrainSummary summary;
   summary.engine = engine->describe();
   summary.out_dir = out;
-  const auto run_start = Clock::now();
   int64_t samples_trained = 0;
   double train_seconds = 0;
   engine->take_busy_percent();  // start the utilization window here
@@ -323,7 +322,6 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
                      std::to_string(config.train.epochs) + "; nothing to train");
     save_weights(model_path, plan, engine->parameters(), norm);
   }
-  (void)run_start;
   summary.best_test_acc = state.best_test_acc;
   summary.best_epoch = state.best_epoch;
   summary.final_test_acc =

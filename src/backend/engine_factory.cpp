@@ -46,7 +46,15 @@ std::unique_ptr<Engine> make_engine(const std::string& device, const ModelPlan& 
     return make_cpu_engine(plan, options);
   }
 #ifdef GPUTRAIN_WITH_CUDA
-  return cuda::make_cuda_engine(plan, options);
+  if (device == "cuda") return cuda::make_cuda_engine(plan, options);
+  // "auto": a device this build cannot use (no code for its architecture, too little memory for
+  // the model) is no reason to fail when the CPU can do the work.
+  try {
+    return cuda::make_cuda_engine(plan, options);
+  } catch (const DeviceError& e) {
+    if (note) *note = std::string("CUDA device not usable (") + e.what() + "), using the CPU";
+    return make_cpu_engine(plan, options);
+  }
 #else
   return make_cpu_engine(plan, options);
 #endif

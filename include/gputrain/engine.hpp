@@ -3,6 +3,7 @@
 // run"). The trainer drives it; nothing in a step allocates or waits for the host.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,12 +16,12 @@
 namespace gputrain {
 
 struct EngineOptions {
-  int batch_size = 64;          // largest batch a step or an evaluation chunk will use
-  std::vector<float> mean, std; // input normalization per channel (pixel/255 - mean) / std
-  int threads = 0;              // CPU threads; 0 = all cores
-  bool deterministic = false;   // CUDA: deterministic algorithms only
-  bool use_graph = true;        // CUDA: capture the step as a graph after a warm-up step
-  int device_index = 0;         // CUDA device
+  int batch_size = 64;           // largest batch a step or an evaluation chunk will use
+  std::vector<float> mean, std;  // input normalization per channel (pixel/255 - mean) / std
+  int threads = 0;               // CPU threads; 0 = all cores
+  bool deterministic = false;    // CUDA: deterministic algorithms only
+  bool use_graph = true;         // CUDA: capture the step as a graph after a warm-up step
+  int device_index = 0;          // CUDA device
 };
 
 // Loss and accuracy accumulated over training steps since the last reset.
@@ -35,6 +36,7 @@ struct EvalResult {
   int64_t correct = 0, samples = 0;
   int classes = 0;
   std::vector<int64_t> confusion;  // classes × classes, [true][predicted]
+  bool interrupted = false;        // *stop became true: the result covers only part of the set
 };
 
 class Engine {
@@ -59,7 +61,9 @@ class Engine {
   // Reads the accumulated counters (a host sync on a device backend); `reset` zeroes them.
   virtual TrainCounters read_counters(bool reset) = 0;
   // Scores the eval set with the current parameters; logits (count × classes) when asked.
-  virtual EvalResult evaluate(std::vector<float>* logits = nullptr) = 0;
+  // Checks *stop between chunks and returns early (interrupted = true) once it is set.
+  virtual EvalResult evaluate(std::vector<float>* logits = nullptr,
+                              const std::atomic<bool>* stop = nullptr) = 0;
   // Mean device busy % (NVML samples) since the last call; negative where it is not measured.
   virtual double take_busy_percent() { return -1.0; }
 };
@@ -79,7 +83,8 @@ struct DeviceInfo {
   int cc_major = 0, cc_minor = 0;
 };
 bool cuda_compiled_in();
-std::string cuda_build_versions();   // "CUDA 13.0, cuDNN 9.x, cuBLAS 13.x" or "CUDA backend not built"
+std::string
+cuda_build_versions();  // "CUDA 13.0, cuDNN 9.x, cuBLAS 13.x" or "CUDA backend not built"
 std::vector<DeviceInfo> cuda_devices(std::string* why_none = nullptr);
 
 }  // namespace gputrain

@@ -229,6 +229,27 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   auto write_checkpoint = [&](const TrainingState& s) {
     save_checkpoint(checkpoint_path, plan, engine->parameters(), engine->momentum(), norm, s);
   };
+  // Ctrl-C: a checkpoint at the step about to run (steps_per_epoch = trained, not yet evaluated),
+  // then stop. The epoch's counters so far go into it, so a resumed epoch reports them whole.
+  auto interrupt = [&](int epoch, int64_t step, const TrainCounters& partial) {
+    TrainingState s = state;
+    s.epoch = epoch;
+    s.step_in_epoch = step;
+    s.partial = partial;
+    write_checkpoint(s);
+    throw Interrupted("interrupted at epoch " + std::to_string(epoch + 1) + ", step " +
+                      std::to_string(step) + " of " + std::to_string(steps_per_epoch) +
+                      "; checkpoint written to " + checkpoint_path + " (continue with --resume)");
+  };
+  auto non_finite = [&](int64_t from_step, int epoch) {
+    return NonFiniteLoss("the training loss became non-finite between global steps " +
+                         std::to_string(from_step) + " and " + std::to_string(state.global_step) +
+                         " (epoch " + std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");
+  };
+  auto plus = [](const TrainCounters& a, const TrainCounters& b) {
+    return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples};
+  };
+  auto stop_requested = [&] { return request.stop && request.stop->load(); };
 
   for (int epoch = state.epoch; epoch < config.train.epochs; ++epoch) {
     engine->set_order(epoch_order(n, config.train.seed, epoch, config.train.shuffle));
@@ -238,39 +259,23 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     const auto epoch_start = Clock::now();
     int64_t last_checked_step = state.global_step;
     for (int64_t step = first_step; step < steps_per_epoch; ++step) {
-      if (request.stop && request.stop->load()) {
-        TrainingState s = state;
-        s.epoch = epoch;
-        s.step_in_epoch = step;
-        const TrainCounters c = engine->read_counters(false);
-        s.partial = {carried.loss_sum + c.loss_sum, carried.correct + c.correct,
-                     carried.samples + c.samples};
-        write_checkpoint(s);
-        throw Interrupted("interrupted at epoch " + std::to_string(epoch + 1) + ", step " +
-                          std::to_string(step) + " of " + std::to_string(steps_per_epoch) +
-                          "; checkpoint written to " + checkpoint_path +
-                          " (continue with --resume)");
-      }
+      if (stop_requested()) interrupt(epoch, step, plus(carried, engine->read_counters(false)));
       const int64_t first = step * batch;
       const int count = int(std::min(batch, n - first));
       try {
         engine->train_step(first, count, sgd);
       } catch (const NonFiniteLoss& e) {
         throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
-                             std::to_string(step + 1) + " (global step " +
-                             std::to_string(state.global_step + 1) + "): " + e.what() +
-                             " — try a smaller optimizer.lr");
+                            std::to_string(step + 1) + " (global step " +
+                            std::to_string(state.global_step + 1) + "): " + e.what() +
+                            " — try a smaller optimizer.lr");
       }
       ++state.global_step;
       samples_trained += count;
       observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);
       if ((step + 1) % log_interval == 0 && step + 1 < steps_per_epoch) {
         const TrainCounters c = engine->read_counters(false);
-        if (!std::isfinite(c.loss_sum))
-          throw NonFiniteLoss("the training loss became non-finite between global steps " +
-                               std::to_string(last_checked_step + 1) + " and " +
-                               std::to_string(state.global_step) + " (epoch " +
-                               std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");
+        if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
         last_checked_step = state.global_step;
         const double seen = double(carried.samples + c.samples);
         observer.on_log(epoch + 1, step + 1, steps_per_epoch,
@@ -280,15 +285,13 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     }
     const TrainCounters c = engine->read_counters(true);  // waits for the epoch's last step
     const double epoch_seconds = seconds_since(epoch_start);
-    if (!std::isfinite(c.loss_sum))
-      throw NonFiniteLoss("the training loss became non-finite between global steps " +
-                           std::to_string(last_checked_step + 1) + " and " +
-                           std::to_string(state.global_step) + " (epoch " +
-                           std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");
+    if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
     train_seconds += epoch_seconds;
+    if (stop_requested()) interrupt(epoch, steps_per_epoch, plus(carried, c));
     const double busy = engine->take_busy_percent();
     const auto eval_start = Clock::now();
-    const EvalResult eval = engine->evaluate();
+    const EvalResult eval = engine->evaluate(nullptr, request.stop);
+    if (eval.interrupted) interrupt(epoch, steps_per_epoch, plus(carried, c));
     EpochMetrics m;
     m.epoch = epoch + 1;
     const double samples = double(carried.samples + c.samples);

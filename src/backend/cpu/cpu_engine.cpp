@@ -62,8 +62,8 @@ class CpuEngine final : public Engine {
       }
       if (layer.config.kind == LayerKind::MaxPool2d) argmax_[i].assign(n, 0);
       if (layer.config.kind == LayerKind::Conv2d)
-        workspace = std::max(workspace, cpu::conv_workspace_floats(conv_geometry(layer, batch_),
-                                                                   threads_));
+        workspace =
+            std::max(workspace, cpu::conv_workspace_floats(conv_geometry(layer, batch_), threads_));
     }
     workspace_.assign(size_t(workspace), 0.0f);
     labels_.assign(size_t(batch_), 0);
@@ -106,17 +106,17 @@ class CpuEngine final : public Engine {
       throw Error("train_step: batch [" + std::to_string(first) + ", +" + std::to_string(count) +
                   ") outside the planned batch or the order");
     const int32_t* index = order_.data() + first;
-    cpu::gather_normalize(count, plan_.input.channels, int64_t(plan_.input.height) * plan_.input.width,
-                          train_.pixels.data(), index, options_.mean.data(), options_.std.data(),
-                          input_.data());
+    cpu::gather_normalize(count, plan_.input.channels,
+                          int64_t(plan_.input.height) * plan_.input.width, train_.pixels.data(),
+                          index, options_.mean.data(), options_.std.data(), input_.data());
     for (int i = 0; i < count; ++i) labels_[size_t(i)] = train_.labels[size_t(index[i])];
     forward(count);
     const size_t last = plan_.layers.size() - 1;
     float* dlogits = grad_[last];
     int64_t correct = 0;
-    const double loss = cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last],
-                                                   labels_.data(), float(count), dlogits, nullptr,
-                                                   &correct);
+    const double loss =
+        cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last], labels_.data(),
+                                   float(count), dlogits, nullptr, &correct);
     if (!std::isfinite(loss)) throw NonFiniteLoss("the training loss is not finite");
     counters_.loss_sum += loss;
     counters_.correct += correct;
@@ -131,7 +131,7 @@ class CpuEngine final : public Engine {
     return c;
   }
 
-  EvalResult evaluate(std::vector<float>* logits) override {
+  EvalResult evaluate(std::vector<float>* logits, const std::atomic<bool>* stop) override {
     EvalResult result;
     result.classes = plan_.num_classes;
     result.confusion.assign(size_t(result.classes) * result.classes, 0);
@@ -139,6 +139,10 @@ class CpuEngine final : public Engine {
     if (logits) logits->assign(size_t(eval_.count) * K, 0.0f);
     const size_t last = plan_.layers.size() - 1;
     for (int64_t first = 0; first < eval_.count; first += batch_) {
+      if (stop && stop->load()) {
+        result.interrupted = true;
+        break;
+      }
       const int count = int(std::min<int64_t>(batch_, eval_.count - first));
       std::iota(eval_index_.begin(), eval_index_.begin() + count, int32_t(first));
       cpu::gather_normalize(count, plan_.input.channels,
@@ -147,8 +151,9 @@ class CpuEngine final : public Engine {
                             input_.data());
       forward(count);
       int64_t correct = 0;
-      result.loss_sum += cpu::softmax_cross_entropy(count, K, act_[last], eval_.labels.data() + first,
-                                                    1.0f, nullptr, predicted_.data(), &correct);
+      result.loss_sum +=
+          cpu::softmax_cross_entropy(count, K, act_[last], eval_.labels.data() + first, 1.0f,
+                                     nullptr, predicted_.data(), &correct);
       result.correct += correct;
       for (int i = 0; i < count; ++i)
         ++result.confusion[size_t(eval_.labels[size_t(first + i)]) * K + predicted_[size_t(i)]];
@@ -198,7 +203,8 @@ class CpuEngine final : public Engine {
           break;
         case LayerKind::Linear:
           cpu::linear_forward(count, int(layer.input.size()), layer.config.out_features, x,
-                              param(layer.weight_index), param(layer.bias_index), y, fused_relu_[i]);
+                              param(layer.weight_index), param(layer.bias_index), y,
+                              fused_relu_[i]);
           break;
         case LayerKind::Relu:
           if (x != y) cpu::relu_forward(int64_t(count) * layer.output.size(), x, y);

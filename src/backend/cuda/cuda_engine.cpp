@@ -144,7 +144,7 @@ class CudaEngine final : public Engine {
   void set_order(const std::vector<int32_t>& order) override;
   void train_step(int64_t first, int count, const cpu::SgdParams& sgd) override;
   TrainCounters read_counters(bool reset) override;
-  EvalResult evaluate(std::vector<float>* logits) override;
+  EvalResult evaluate(std::vector<float>* logits, const std::atomic<bool>* stop) override;
   double take_busy_percent() override { return nvml_ ? nvml_->take_mean() : -1.0; }
 
  private:
@@ -853,7 +853,7 @@ TrainCounters CudaEngine::read_counters(bool reset) {
   return c;
 }
 
-EvalResult CudaEngine::evaluate(std::vector<float>* out_logits) {
+EvalResult CudaEngine::evaluate(std::vector<float>* out_logits, const std::atomic<bool>* stop) {
   EvalResult r;
   const int K = plan_.num_classes;
   r.classes = K;
@@ -867,6 +867,10 @@ EvalResult CudaEngine::evaluate(std::vector<float>* out_logits) {
   GT_CHECK(cudaMemsetAsync(confusion_.get(), 0, confusion_.bytes(), stream_));
   const int64_t plane = int64_t(plan_.input.height) * plan_.input.width;
   for (int64_t start = 0; start < total; start += batch_) {
+    if (stop && stop->load()) {  // a host-side check only: chunks are queued, not waited for
+      r.interrupted = true;
+      break;
+    }
     const int n = int(std::min<int64_t>(batch_, total - start));
     const BatchPlan& bp = plan_for(n);
     // File order: no order buffer, no device step state; the chunk's first index from the host.

@@ -24,11 +24,12 @@ struct LoadedWeights {
 };
 
 // Writes the parameters (flat, plan order) with their state_dict names, atomically.
-void save_weights(const std::string& path, const ModelPlan& plan, const std::vector<float>& parameters,
-                  const Normalization& normalization);
+void save_weights(const std::string& path, const ModelPlan& plan,
+                  const std::vector<float>& parameters, const Normalization& normalization);
 
 // Reads a weights file (or a checkpoint) strictly, as PyTorch's load_state_dict(strict=True): every
-// parameter of the plan present with its exact shape, no unexpected tensors. WeightsError otherwise.
+// parameter of the plan present with its exact shape, no unexpected tensors. WeightsError
+// otherwise.
 LoadedWeights load_weights(const std::string& path, const ModelPlan& plan);
 
 // Where a run stands: the next step to run is `step_in_epoch` of `epoch` (0-based).
@@ -38,13 +39,13 @@ struct TrainingState {
   int64_t global_step = 0;
   TrainCounters partial;  // counters of the current epoch's steps already run
   double best_test_acc = -1;
-  int best_epoch = 0;     // 1-based, 0 = none yet
+  int best_epoch = 0;       // 1-based, 0 = none yet
   std::string config_yaml;  // the resolved config of the run
 };
 
-void save_checkpoint(const std::string& path, const ModelPlan& plan, const std::vector<float>& parameters,
-                     const std::vector<float>& momentum, const Normalization& normalization,
-                     const TrainingState& state);
+void save_checkpoint(const std::string& path, const ModelPlan& plan,
+                     const std::vector<float>& parameters, const std::vector<float>& momentum,
+                     const Normalization& normalization, const TrainingState& state);
 
 struct LoadedCheckpoint {
   std::vector<float> parameters, momentum;

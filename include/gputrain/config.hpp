@@ -1,5 +1,6 @@
 // The run configuration: a YAML file plus `--set key.path=value` overrides, validated once.
-// Every key is known; anything else is a ConfigError naming the key (and file:line where it has one).
+// Every key is known; anything else is a ConfigError naming the key (and file:line where it has
+// one).
 #pragma once
 
 #include <cstdint>
@@ -14,13 +15,13 @@ enum class LayerKind { Conv2d, Relu, MaxPool2d, Flatten, Linear };
 // One entry of model.layers. Fields that do not apply to the kind stay at their defaults.
 struct LayerConfig {
   LayerKind kind = LayerKind::Relu;
-  std::string name;        // conv2d and linear: parameter prefix ("conv1" -> conv1.weight, conv1.bias)
-  int out_channels = 0;    // conv2d
-  int kernel = 0;          // conv2d, maxpool2d (square)
-  int stride = 1;          // conv2d (default 1), maxpool2d (default = kernel)
-  int padding = 0;         // conv2d
-  int out_features = 0;    // linear
-  int source_line = 0;     // 1-based line in the config file, 0 when unknown (for later errors)
+  std::string name;  // conv2d and linear: parameter prefix ("conv1" -> conv1.weight, conv1.bias)
+  int out_channels = 0;  // conv2d
+  int kernel = 0;        // conv2d, maxpool2d (square)
+  int stride = 1;        // conv2d (default 1), maxpool2d (default = kernel)
+  int padding = 0;       // conv2d
+  int out_features = 0;  // linear
+  int source_line = 0;   // 1-based line in the config file, 0 when unknown (for later errors)
 };
 
 struct ModelConfig {
@@ -35,8 +36,8 @@ struct DataConfig {
   std::string dir;
   int64_t train_limit = 0;  // 0: all training images; else the first N
   int64_t test_limit = 0;   // 0: all test images; else the first N
-  // Input normalization applied to pixel/255, one value per channel; empty = "auto" (computed on the
-  // training images actually used, population statistics).
+  // Input normalization applied to pixel/255, one value per channel; empty = "auto" (computed on
+  // the training images actually used, population statistics).
   std::vector<float> mean;
   std::vector<float> std;
 };

@@ -35,8 +35,8 @@ struct IdxArray {
 };
 IdxArray read_idx_file(const std::string& path);
 
-// CIFAR-10 binary version in `dir`: data_batch_1.bin … data_batch_5.bin, test_batch.bin; each record
-// is 1 label byte + 3072 pixel bytes (3×32×32).
+// CIFAR-10 binary version in `dir`: data_batch_1.bin … data_batch_5.bin, test_batch.bin; each
+// record is 1 label byte + 3072 pixel bytes (3×32×32).
 Dataset load_cifar10_dataset(const std::string& dir, int64_t train_limit, int64_t test_limit,
                              int num_classes);
 

@@ -1,6 +1,6 @@
 // Typed errors of the gputrain library. The library never prints or exits: it throws one of these
-// with enough context (file, key, line, call) for main() to print a single clear line and choose the
-// exit code (see src/cli/main.cpp).
+// with enough context (file, key, line, call) for main() to print a single clear line and choose
+// the exit code (see src/cli/main.cpp).
 #pragma once
 
 #include <stdexcept>

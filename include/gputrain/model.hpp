@@ -22,7 +22,7 @@ struct ParameterInfo {
   std::vector<int64_t> shape;  // conv: O×I×kH×kW, linear: out×in, bias: out
   size_t offset = 0;           // into the flat buffer, in floats
   size_t count = 0;
-  int fan_in = 0;              // for PyTorch's default init bound 1/sqrt(fan_in)
+  int fan_in = 0;  // for PyTorch's default init bound 1/sqrt(fan_in)
 };
 
 struct LayerPlan {

@@ -63,7 +63,8 @@ void maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* a
 // dlogits may be null for evaluation) and predicted[N] = argmax (first max wins; may be null).
 // Returns the summed (not averaged) loss; *correct gets the number of rows whose argmax == label.
 double softmax_cross_entropy(int batch, int classes, const float* logits, const int32_t* labels,
-                             float grad_scale, float* dlogits, int32_t* predicted, int64_t* correct);
+                             float grad_scale, float* dlogits, int32_t* predicted,
+                             int64_t* correct);
 
 struct SgdParams {
   float lr = 0.01f, momentum = 0.0f, weight_decay = 0.0f;

@@ -1,5 +1,6 @@
 // A small, fast, portable random generator (SplitMix64 seeding + xoshiro256**): the same seed gives
-// the same stream on every platform and standard library, which std::uniform_*_distribution does not.
+// the same stream on every platform and standard library, which std::uniform_*_distribution does
+// not.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,7 @@
 // safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 // length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the
-// tensor bytes. gputrain reads and writes F32 tensors; writes are atomic (temp file, fsync, rename).
+// tensor bytes. gputrain reads and writes F32 tensors; writes are atomic (temp file, fsync,
+// rename).
 #pragma once
 
 #include <cstdint>
@@ -23,8 +24,8 @@ struct TensorFile {
   const NamedTensor* find(const std::string& name) const;
 };
 
-// Throws WeightsError naming the file for: missing/unreadable file, a header length beyond the file,
-// invalid JSON, unsupported dtype, offsets outside the data or not matching the shape.
+// Throws WeightsError naming the file for: missing/unreadable file, a header length beyond the
+// file, invalid JSON, unsupported dtype, offsets outside the data or not matching the shape.
 TensorFile read_safetensors(const std::string& path);
 
 // Writes `file` to `path` atomically; throws IoError when the folder cannot be written.

@@ -52,8 +52,8 @@ struct TrainSummary {
   std::string out_dir;
 };
 
-// Throws UserError subclasses for bad input, RuntimeFailure for a non-finite loss (naming the step),
-// Interrupted after writing a checkpoint when *stop became true.
+// Throws UserError subclasses for bad input, RuntimeFailure for a non-finite loss (naming the
+// step), Interrupted after writing a checkpoint when *stop became true.
 TrainSummary train(const TrainRequest& request, TrainObserver& observer);
 
 struct EvalRequest {
@@ -65,7 +65,7 @@ struct EvalRequest {
 
 struct EvalReport {
   EvalResult result;
-  std::vector<float> logits;   // samples × classes, when asked for
+  std::vector<float> logits;  // samples × classes, when asked for
   std::vector<int32_t> labels;
   Normalization normalization;
   std::string normalization_source;  // "config", "weights file", "training images"

@@ -15,7 +15,8 @@
 
 namespace gputrain::testing {
 
-inline std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+inline std::vector<float> random_vector(size_t n, uint32_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);
@@ -53,7 +54,8 @@ inline void check_gradient(const std::string& what, std::vector<float>& values,
     ++checked;
     if (std::abs(numeric - a) > opt.atol + opt.rtol * std::max(std::abs(numeric), std::abs(a))) {
       if (++failures <= 5)
-        report << "  " << what << "[" << i << "]: analytic " << a << ", numeric " << numeric << "\n";
+        report << "  " << what << "[" << i << "]: analytic " << a << ", numeric " << numeric
+               << "\n";
     }
   }
   INFO(what << ": " << failures << " of " << checked << " coordinates off\n" << report.str());

@@ -47,20 +47,23 @@ ModelConfig tutorial(int c, int h, int w) {
   m.input_channels = c;
   m.input_height = h;
   m.input_width = w;
-  m.layers = {conv("conv1", 16, 3, 1, 1), simple(LayerKind::Relu), conv("conv2", 32, 3, 1, 1),
-              simple(LayerKind::Relu), simple(LayerKind::Flatten), linear("fc1", 256),
-              simple(LayerKind::Relu), linear("fc2", 10)};
+  m.layers = {conv("conv1", 16, 3, 1, 1), simple(LayerKind::Relu),    conv("conv2", 32, 3, 1, 1),
+              simple(LayerKind::Relu),    simple(LayerKind::Flatten), linear("fc1", 256),
+              simple(LayerKind::Relu),    linear("fc2", 10)};
   return m;
 }
 
-// A small net with every layer kind: conv (stride 2) → relu → maxpool → flatten → linear → relu → linear.
+// A small net with every layer kind: conv (stride 2) → relu → maxpool → flatten → linear → relu →
+// linear.
 ModelConfig small_net() {
   ModelConfig m;
   m.input_channels = 2;
   m.input_height = 9;
   m.input_width = 8;
-  m.layers = {conv("c1", 3, 3, 2, 1), simple(LayerKind::Relu), conv("c2", 4, 3, 1, 1), pool(2, 2),
-              simple(LayerKind::Flatten), linear("f1", 7), simple(LayerKind::Relu), linear("f2", 5)};
+  m.layers = {conv("c1", 3, 3, 2, 1),     simple(LayerKind::Relu),
+              conv("c2", 4, 3, 1, 1),     pool(2, 2),
+              simple(LayerKind::Flatten), linear("f1", 7),
+              simple(LayerKind::Relu),    linear("f2", 5)};
   return m;
 }
 
@@ -184,14 +187,17 @@ TEST_CASE("weights and checkpoints round-trip; loading is strict", "[model][chec
   TensorFile missing = f;
   missing.tensors.pop_back();
   write_safetensors(dir.file("missing.safetensors"), missing);
-  CHECK_THROWS_WITH(load_weights(dir.file("missing.safetensors"), plan), Catch::Contains("f2.bias"));
+  CHECK_THROWS_WITH(load_weights(dir.file("missing.safetensors"), plan),
+                    Catch::Contains("f2.bias"));
   TensorFile extra = f;
   extra.tensors.push_back({"fc9.weight", {1}, {0.0f}});
   write_safetensors(dir.file("extra.safetensors"), extra);
-  CHECK_THROWS_WITH(load_weights(dir.file("extra.safetensors"), plan), Catch::Contains("fc9.weight"));
+  CHECK_THROWS_WITH(load_weights(dir.file("extra.safetensors"), plan),
+                    Catch::Contains("fc9.weight"));
 }
 
-TEST_CASE("CPU engine: whole-network gradient matches finite differences", "[model][engine][gradient]") {
+TEST_CASE("CPU engine: whole-network gradient matches finite differences",
+          "[model][engine][gradient]") {
   // One SGD step with lr 1 and no momentum moves the parameters by exactly -gradient; the loss of
   // the same batch, evaluated at perturbed parameters, gives the numeric gradient.
   const ModelPlan plan = plan_model(small_net());
@@ -226,9 +232,8 @@ TEST_CASE("CPU engine: whole-network gradient matches finite differences", "[mod
   for (const ParameterInfo& p : plan.parameters) {
     std::vector<size_t> idx(p.count);
     std::iota(idx.begin(), idx.end(), p.offset);
-    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-      return std::abs(gradient[a]) > std::abs(gradient[b]);
-    });
+    std::sort(idx.begin(), idx.end(),
+              [&](size_t a, size_t b) { return std::abs(gradient[a]) > std::abs(gradient[b]); });
     for (size_t j = 0; j < std::min<size_t>(4, idx.size()); ++j) {
       const size_t i = idx[j];
       auto numeric = [&](double eps) {

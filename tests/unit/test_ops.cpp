@@ -64,7 +64,8 @@ TEST_CASE("conv2d forward equals the direct convolution", "[ops][conv]") {
 }
 
 TEST_CASE("conv2d backward matches finite differences", "[ops][conv][gradient]") {
-  const cpu::ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1), geometry(3, 2, 5, 5, 3, 3, 1, 1),
+  const cpu::ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1),
+                                     geometry(3, 2, 5, 5, 3, 3, 1, 1),
                                      geometry(2, 3, 4, 5, 2, 1, 1, 0)};
   for (const auto& g : cases) {
     const size_t xs = size_t(g.batch) * g.in_channels * g.in_height * g.in_width;
@@ -73,8 +74,8 @@ TEST_CASE("conv2d backward matches finite differences", "[ops][conv][gradient]")
          b = random_vector(size_t(g.out_channels), 6), r = random_vector(ys, 7);
     std::vector<float> ws(size_t(cpu::conv_workspace_floats(g, 2))), y(ys);
     std::vector<float> dx(xs, NAN), dw(w.size(), NAN), db(b.size(), NAN);
-    cpu::conv2d_backward(g, x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data(), ws.data(),
-                         2);
+    cpu::conv2d_backward(g, x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data(),
+                         ws.data(), 2);
     auto objective = [&] {
       cpu::conv2d_forward(g, x.data(), w.data(), b.data(), y.data(), ws.data(), 1);
       return weighted_sum(y, r);
@@ -130,12 +131,13 @@ TEST_CASE("relu forward and backward", "[ops][relu][gradient]") {
   cpu::relu_backward(int64_t(x.size()), y.data(), r.data(), dx.data());
   gputrain::testing::GradientCheckOptions opt;
   opt.eps = 1e-3;
-  check_gradient("relu dx", x, dx,
-                 [&] {
-                   cpu::relu_forward(int64_t(x.size()), x.data(), y.data());
-                   return weighted_sum(y, r);
-                 },
-                 opt, [&](size_t i) { return std::abs(x[i]) < 2 * opt.eps; });
+  check_gradient(
+      "relu dx", x, dx,
+      [&] {
+        cpu::relu_forward(int64_t(x.size()), x.data(), y.data());
+        return weighted_sum(y, r);
+      },
+      opt, [&](size_t i) { return std::abs(x[i]) < 2 * opt.eps; });
 }
 
 TEST_CASE("maxpool2d forward and backward", "[ops][maxpool][gradient]") {
@@ -158,7 +160,8 @@ TEST_CASE("maxpool2d forward and backward", "[ops][maxpool][gradient]") {
         for (int ow = 0; ow < Wo; ++ow) {
           float m = -INFINITY;
           for (int i = 0; i < k; ++i)
-            for (int j = 0; j < k; ++j) m = std::max(m, x[size_t(pl * 72 + (oh * s + i) * 8 + ow * s + j)]);
+            for (int j = 0; j < k; ++j)
+              m = std::max(m, x[size_t(pl * 72 + (oh * s + i) * 8 + ow * s + j)]);
           const size_t o = size_t((pl * Ho + oh) * Wo + ow);
           REQUIRE(y[o] == m);
           REQUIRE(x[size_t(pl * 72 + arg[o])] == m);
@@ -174,12 +177,13 @@ TEST_CASE("maxpool2d forward and backward", "[ops][maxpool][gradient]") {
         if (j != i && std::abs(x[j] - x[i]) < 3 * opt.eps) return true;
       return false;
     };
-    check_gradient("maxpool dx", x, dx,
-                   [&] {
-                     cpu::maxpool2d_forward(g, x.data(), y.data(), arg.data());
-                     return weighted_sum(y, r);
-                   },
-                   opt, near_tie);
+    check_gradient(
+        "maxpool dx", x, dx,
+        [&] {
+          cpu::maxpool2d_forward(g, x.data(), y.data(), arg.data());
+          return weighted_sum(y, r);
+        },
+        opt, near_tie);
   }
 }
 
@@ -198,7 +202,8 @@ TEST_CASE("softmax cross-entropy: loss, accuracy, gradient, stability", "[ops][l
     double s = 0;
     for (int k = 0; k < K; ++k) s += std::exp(double(z[n * K + k]));
     want += std::log(s) - z[n * K + labels[n]];
-    const int best = int(std::max_element(z.begin() + n * K, z.begin() + (n + 1) * K) - z.begin()) - n * K;
+    const int best =
+        int(std::max_element(z.begin() + n * K, z.begin() + (n + 1) * K) - z.begin()) - n * K;
     CHECK(pred[n] == best);
     want_correct += best == labels[n];
   }
@@ -209,14 +214,20 @@ TEST_CASE("softmax cross-entropy: loss, accuracy, gradient, stability", "[ops][l
   opt.eps = 1e-2;
   opt.rtol = 1e-3;
   opt.atol = 1e-5;
-  check_gradient("softmax dlogits", z, d, [&] {
-    return cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 1, nullptr, nullptr, nullptr) / N;
-  }, opt);
+  check_gradient(
+      "softmax dlogits", z, d,
+      [&] {
+        return cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 1, nullptr, nullptr,
+                                          nullptr) /
+               N;
+      },
+      opt);
   // Huge logits stay finite (log-sum-exp around the row max).
   std::vector<float> big = {1e4f, -1e4f, 5e3f};
   std::vector<int32_t> l1 = {2};
   std::vector<float> dbig(3);
-  const double big_loss = cpu::softmax_cross_entropy(1, 3, big.data(), l1.data(), 1, dbig.data(), nullptr, nullptr);
+  const double big_loss =
+      cpu::softmax_cross_entropy(1, 3, big.data(), l1.data(), 1, dbig.data(), nullptr, nullptr);
   CHECK(big_loss == Approx(5e3));
   CHECK(dbig[0] == Approx(1.0f));
   CHECK(dbig[2] == Approx(-1.0f));
@@ -261,11 +272,13 @@ TEST_CASE("gather_normalize picks and normalizes images in order", "[ops][data]"
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t(i * 37 % 256);
   std::vector<int32_t> index = {7, 0, 9, 7};
   std::vector<float> mean = {0.1f, 0.5f, 0.9f}, stdv = {0.3f, 0.2f, 0.25f}, out(count * C * P, NAN);
-  cpu::gather_normalize(count, C, P, pixels.data(), index.data(), mean.data(), stdv.data(), out.data());
+  cpu::gather_normalize(count, C, P, pixels.data(), index.data(), mean.data(), stdv.data(),
+                        out.data());
   for (int i = 0; i < count; ++i)
     for (int c = 0; c < C; ++c)
       for (int p = 0; p < P; ++p) {
-        const float want = (float(pixels[size_t((index[i] * C + c) * P + p)]) / 255.0f - mean[c]) / stdv[c];
+        const float want =
+            (float(pixels[size_t((index[i] * C + c) * P + p)]) / 255.0f - mean[c]) / stdv[c];
         REQUIRE(out[size_t((i * C + c) * P + p)] == want);  // bit for bit
       }
 }

@@ -16,7 +16,9 @@
 namespace gputrain::cpu {
 namespace {
 
-int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+int resolve_threads(int threads) {
+  return threads > 0 ? threads : omp_get_max_threads();
+}
 
 // cols[C·k·k, Ho·Wo] from one sample x[C,H,W]; zero where the window reaches into the padding.
 void im2col(const ConvGeometry& g, const float* x, float* cols) {
@@ -157,7 +159,8 @@ bool is_pointwise(const ConvGeometry& g) {
 }
 
 int64_t per_thread_floats(const ConvGeometry& g) {
-  return 2 * g.col_rows() * g.col_cols() + int64_t(g.out_channels) * g.col_rows() + padded_floats(g);
+  return 2 * g.col_rows() * g.col_cols() + int64_t(g.out_channels) * g.col_rows() +
+         padded_floats(g);
 }
 
 // The columns of one sample, through the stride-1 fast path where it applies.

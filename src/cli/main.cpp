@@ -1,7 +1,8 @@
 // gputrain's command line: a thin layer over the library. Parses flags (CLI11), sets up logging
 // (spdlog: progress and results on stdout, warnings and errors on stderr), turns the library's
 // typed exceptions into one line on stderr and an exit code:
-//   0 success · 2 bad usage, config, data, weights or output folder · 1 other failures · 130 SIGINT
+//   0 success · 2 bad usage, config, data, weights or output folder · 1 other failures ·
+//   130 SIGINT, 143 SIGTERM (training stopped after writing a checkpoint)
 #include <signal.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -28,14 +30,17 @@ namespace {
 
 using namespace gputrain;
 
-constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2, kExitInterrupted = 130;
+constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2;
 
 std::atomic<bool> g_stop_requested{false};
+volatile std::sig_atomic_t g_stop_signal = SIGINT;
 
-extern "C" void on_sigint(int) {
-  // First Ctrl-C: ask the trainer to checkpoint and stop. A second one kills the process.
+extern "C" void on_stop_signal(int sig) {
+  // First Ctrl-C (or SIGTERM from a job scheduler): ask the trainer to checkpoint and stop.
+  // A second one kills the process.
+  g_stop_signal = sig;
   g_stop_requested.store(true);
-  signal(SIGINT, SIG_DFL);
+  signal(sig, SIG_DFL);
 }
 
 // Info to stdout, warnings and errors to stderr, so scripts can separate results from problems.
@@ -153,9 +158,11 @@ int run_train(const CommonOptions& common, const std::string& out, const std::st
     throw UserError("--resume and --init exclude each other: a checkpoint already holds weights");
   ConsoleObserver observer(quiet);
   observer.set_batch(request.config.train.batch_size);
-  signal(SIGINT, on_sigint);
+  signal(SIGINT, on_stop_signal);
+  signal(SIGTERM, on_stop_signal);
   const TrainSummary s = train(request, observer);
   signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   spdlog::info(
       "done: {} epoch(s) in {:.1f} s of training, {:.0f} images/s on {}; final test accuracy "
       "{:.4f}, best {:.4f} (epoch {}); outputs in {}",
@@ -305,7 +312,7 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const gputrain::Interrupted& e) {
     std::fprintf(stderr, "gputrain: %s\n", one_line(e.what()).c_str());
-    return kExitInterrupted;
+    return 128 + int(g_stop_signal);  // the shell's convention: 130 for SIGINT, 143 for SIGTERM
   } catch (const gputrain::UserError& e) {
     std::fprintf(stderr, "gputrain: error: %s\n", one_line(e.what()).c_str());
     return kExitUsage;

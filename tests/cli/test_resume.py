@@ -91,10 +91,11 @@ def test_resume_from_a_weights_only_file_is_rejected(make_config, tmp_path):
     h.assert_no_outputs(out)
 
 
-def interrupt(args, out, tmp_path, tag, after_s=1.5):
-    """Starts `gputrain train ARGS --out OUT --quiet`, sends SIGINT once `after_s` seconds have
-    passed and OUT exists (training has clearly started), and checks the interrupted exit: 130
-    within 1 s, a whole checkpoint.safetensors, no temporary files, no crash text."""
+def interrupt(args, out, tmp_path, tag, after_s=1.5, sig=signal.SIGINT):
+    """Starts `gputrain train ARGS --out OUT --quiet`, sends `sig` (SIGINT, or SIGTERM as a job
+    scheduler would) once `after_s` seconds have passed and OUT exists (training has clearly
+    started), and checks the interrupted exit: 128 + sig (130 for SIGINT) within 1 s, a whole
+    checkpoint.safetensors, no temporary files, no crash text."""
     stdout_path, stderr_path = tmp_path / f"{tag}.stdout", tmp_path / f"{tag}.stderr"
     cmd = [str(h.binary_path()), "train", *[str(a) for a in args], "--out", str(out), "--quiet"]
     with open(stdout_path, "w") as log_out, open(stderr_path, "w") as log_err:
@@ -111,36 +112,40 @@ def interrupt(args, out, tmp_path, tag, after_s=1.5):
                     break
                 assert elapsed < 30, f"{tag}: the output folder did not appear within 30 s"
                 time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             sent = time.monotonic()
             try:
                 rc = proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"{tag}: no exit within 15 s of SIGINT")
+                raise AssertionError(f"{tag}: no exit within 15 s of {sig.name}")
             took = time.monotonic() - sent
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     stderr = stderr_path.read_text()
-    assert rc == 130, f"{tag}: exit code {rc} after SIGINT, expected 130; stderr:\n{stderr[-2000:]}"
-    assert took <= 1.0, f"{tag}: exit {took:.2f} s after SIGINT, expected within 1 s"
+    want = 128 + int(sig)
+    assert rc == want, \
+        f"{tag}: exit code {rc} after {sig.name}, expected {want}; stderr:\n{stderr[-2000:]}"
+    assert took <= 1.0, f"{tag}: exit {took:.2f} s after {sig.name}, expected within 1 s"
     for marker in h.CRASH_MARKERS:
         assert marker not in stderr, f"{tag}: stderr contains {marker!r}:\n{stderr[-2000:]}"
     assert (out / "checkpoint.safetensors").is_file(), \
-        f"{tag}: no checkpoint.safetensors after SIGINT: {sorted(p.name for p in out.iterdir())}"
+        f"{tag}: no checkpoint.safetensors after {sig.name}: {sorted(p.name for p in out.iterdir())}"
     h.assert_no_temp_files(out)
     h.read_safetensors(out / "checkpoint.safetensors")  # whole and valid
 
 
-@pytest.mark.parametrize("interrupts,after_s", [(1, 1.5), (2, 1.5), (1, 0.05)],
-                         ids=["once", "twice", "early"])
-def test_sigint_checkpoints_and_resume_equals_uninterrupted(interrupts, after_s, make_config,
+@pytest.mark.parametrize("interrupts,after_s,sig",
+                         [(1, 1.5, signal.SIGINT), (2, 1.5, signal.SIGINT),
+                          (1, 0.05, signal.SIGINT), (1, 1.5, signal.SIGTERM)],
+                         ids=["once", "twice", "early", "sigterm"])
+def test_sigint_checkpoints_and_resume_equals_uninterrupted(interrupts, after_s, sig, make_config,
                                                             tmp_path):
     # A run far too long to finish: 1000 epochs of 125 small batches.
     cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9)
     out = tmp_path / "interrupted"
-    interrupt(["--config", cfg], out, tmp_path, "first", after_s=after_s)
+    interrupt(["--config", cfg], out, tmp_path, "first", after_s=after_s, sig=sig)
     if interrupts == 2:  # interrupt the resumed run too
         interrupt(["--config", cfg, "--resume", out / "checkpoint.safetensors"], out, tmp_path,
                   "second")

@@ -48,6 +48,7 @@ struct TrainSummary {
   double best_test_acc = 0, final_test_acc = 0;
   int best_epoch = 0;
   double train_seconds = 0, images_per_s = 0;
+  double gpu_busy_percent = -1;  // mean over the epochs (weighted by their time); < 0: not measured
   std::string engine;
   std::string out_dir;
 };

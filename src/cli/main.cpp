@@ -164,10 +164,11 @@ int run_train(const CommonOptions& common, const std::string& out, const std::st
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   spdlog::info(
-      "done: {} epoch(s) in {:.1f} s of training, {:.0f} images/s on {}; final test accuracy "
+      "done: {} epoch(s) in {:.1f} s of training, {:.0f} images/s on {}{}; final test accuracy "
       "{:.4f}, best {:.4f} (epoch {}); outputs in {}",
-      s.epochs.size(), s.train_seconds, s.images_per_s, s.engine, s.final_test_acc, s.best_test_acc,
-      s.best_epoch, s.out_dir);
+      s.epochs.size(), s.train_seconds, s.images_per_s, s.engine,
+      s.gpu_busy_percent >= 0 ? fmt::format(", GPU busy {:.1f}%", s.gpu_busy_percent) : "",
+      s.final_test_acc, s.best_test_acc, s.best_epoch, s.out_dir);
   return kExitOk;
 }
 

@@ -330,6 +330,13 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   summary.final_test_acc =
       summary.epochs.empty() ? state.best_test_acc : summary.epochs.back().test_acc;
   summary.train_seconds = train_seconds;
+  double busy_seconds = 0, busy_weighted = 0;
+  for (const EpochMetrics& m : summary.epochs)
+    if (m.gpu_busy_percent >= 0) {
+      busy_weighted += m.gpu_busy_percent * m.seconds;
+      busy_seconds += m.seconds;
+    }
+  if (busy_seconds > 0) summary.gpu_busy_percent = busy_weighted / busy_seconds;
   summary.images_per_s = train_seconds > 0 ? double(samples_trained) / train_seconds : 0;
   return summary;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "data/data_dir.hpp"
 #include "gputrain/dataset.hpp"
 #include "gputrain/errors.hpp"
 
@@ -133,13 +134,7 @@ Dataset load_cifar10_dataset(const std::string& dir, int64_t train_limit, int64_
                              int num_classes) {
   if (num_classes < 1)
     throw DataError("num_classes=" + std::to_string(num_classes) + ": expected at least 1");
-  std::error_code ec;
-  auto status = fs::status(dir, ec);
-  if (dir.empty() || !fs::exists(status))
-    throw DataError("data.dir: folder '" + dir + "' does not exist");
-  if (!fs::is_directory(status))
-    throw DataError("data.dir: '" + dir +
-                    "' is not a folder, expected the folder of the CIFAR-10 batches");
+  check_data_dir(dir, "the folder of the CIFAR-10 batches");
   Dataset ds;
   ds.train = load_split(dir,
                         {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",

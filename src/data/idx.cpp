@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "data/data_dir.hpp"
 #include "gputrain/dataset.hpp"
 #include "gputrain/errors.hpp"
 
@@ -222,16 +223,6 @@ std::string find_file(const std::string& dir, const std::string& name) {
                   dir);
 }
 
-void check_dir(const std::string& dir) {
-  std::error_code ec;
-  auto status = fs::status(dir, ec);
-  if (dir.empty() || !fs::exists(status))
-    throw DataError("data.dir: folder '" + dir + "' does not exist");
-  if (!fs::is_directory(status))
-    throw DataError("data.dir: '" + dir +
-                    "' is not a folder, expected the folder of the IDX files");
-}
-
 ImageSet load_split(const std::string& dir, const std::string& prefix, const char* limit_key,
                     int64_t limit, int num_classes) {
   const std::string images_path = find_file(dir, prefix + "-images-idx3-ubyte");
@@ -288,7 +279,7 @@ Dataset load_idx_dataset(const std::string& dir, int64_t train_limit, int64_t te
                          int num_classes) {
   if (num_classes < 1)
     throw DataError("num_classes=" + std::to_string(num_classes) + ": expected at least 1");
-  check_dir(dir);
+  check_data_dir(dir, "the folder of the IDX files");
   Dataset ds;
   ds.train = load_split(dir, "train", "data.train_limit", train_limit, num_classes);
   ds.test = load_split(dir, "t10k", "data.test_limit", test_limit, num_classes);

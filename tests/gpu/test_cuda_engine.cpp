@@ -33,10 +33,16 @@
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/model.hpp"
+#include "support/layers.hpp"
 
 namespace {
 
 using namespace gputrain;
+using gputrain::testing::conv;
+using gputrain::testing::flatten;
+using gputrain::testing::linear;
+using gputrain::testing::maxpool;
+using gputrain::testing::relu;
 
 // ---- skip when there is no device --------------------------------------------------------------
 
@@ -56,39 +62,6 @@ struct RequireDevice : Catch::TestEventListenerBase {
 CATCH_REGISTER_LISTENER(RequireDevice)
 
 // ---- nets --------------------------------------------------------------------------------------
-
-LayerConfig conv(const std::string& name, int out, int kernel, int stride = 1, int padding = 0) {
-  LayerConfig l;
-  l.kind = LayerKind::Conv2d;
-  l.name = name;
-  l.out_channels = out;
-  l.kernel = kernel;
-  l.stride = stride;
-  l.padding = padding;
-  return l;
-}
-LayerConfig linear(const std::string& name, int out) {
-  LayerConfig l;
-  l.kind = LayerKind::Linear;
-  l.name = name;
-  l.out_features = out;
-  return l;
-}
-LayerConfig relu() {
-  return LayerConfig{};
-}  // kind defaults to Relu
-LayerConfig flatten() {
-  LayerConfig l;
-  l.kind = LayerKind::Flatten;
-  return l;
-}
-LayerConfig maxpool(int kernel, int stride) {
-  LayerConfig l;
-  l.kind = LayerKind::MaxPool2d;
-  l.kernel = kernel;
-  l.stride = stride;
-  return l;
-}
 
 struct Net {
   std::string name;

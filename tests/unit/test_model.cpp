@@ -9,47 +9,24 @@
 #include "gputrain/model.hpp"
 #include "gputrain/safetensors.hpp"
 #include "support/data_files.hpp"
+#include "support/layers.hpp"
 
 using namespace gputrain;
+using gputrain::testing::conv;
+using gputrain::testing::flatten;
+using gputrain::testing::linear;
+using gputrain::testing::maxpool;
+using gputrain::testing::relu;
 
 namespace {
-
-LayerConfig conv(const std::string& name, int out, int k, int s = 1, int p = 0) {
-  LayerConfig l;
-  l.kind = LayerKind::Conv2d;
-  l.name = name;
-  l.out_channels = out;
-  l.kernel = k;
-  l.stride = s;
-  l.padding = p;
-  return l;
-}
-LayerConfig simple(LayerKind kind) {
-  LayerConfig l;
-  l.kind = kind;
-  return l;
-}
-LayerConfig pool(int k, int s) {
-  LayerConfig l = simple(LayerKind::MaxPool2d);
-  l.kernel = k;
-  l.stride = s;
-  return l;
-}
-LayerConfig linear(const std::string& name, int out) {
-  LayerConfig l = simple(LayerKind::Linear);
-  l.name = name;
-  l.out_features = out;
-  return l;
-}
 
 ModelConfig tutorial(int c, int h, int w) {
   ModelConfig m;
   m.input_channels = c;
   m.input_height = h;
   m.input_width = w;
-  m.layers = {conv("conv1", 16, 3, 1, 1), simple(LayerKind::Relu),    conv("conv2", 32, 3, 1, 1),
-              simple(LayerKind::Relu),    simple(LayerKind::Flatten), linear("fc1", 256),
-              simple(LayerKind::Relu),    linear("fc2", 10)};
+  m.layers = {conv("conv1", 16, 3, 1, 1), relu(), conv("conv2", 32, 3, 1, 1), relu(), flatten(),
+              linear("fc1", 256),         relu(), linear("fc2", 10)};
   return m;
 }
 
@@ -60,10 +37,8 @@ ModelConfig small_net() {
   m.input_channels = 2;
   m.input_height = 9;
   m.input_width = 8;
-  m.layers = {conv("c1", 3, 3, 2, 1),     simple(LayerKind::Relu),
-              conv("c2", 4, 3, 1, 1),     pool(2, 2),
-              simple(LayerKind::Flatten), linear("f1", 7),
-              simple(LayerKind::Relu),    linear("f2", 5)};
+  m.layers = {conv("c1", 3, 3, 2, 1), relu(), conv("c2", 4, 3, 1, 1), maxpool(2, 2), flatten(),
+              linear("f1", 7),        relu(), linear("f2", 5)};
   return m;
 }
 

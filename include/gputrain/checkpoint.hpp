@@ -1,7 +1,9 @@
 // Weights and checkpoints as safetensors files.
 //   model.safetensors       the parameters, named as the PyTorch model's state_dict, plus the input
 //                           normalization in __metadata__ (normalize_mean / normalize_std)
-//   checkpoint.safetensors  the same + momentum buffers ("momentum.<name>") + where training stands
+//   checkpoint.safetensors  the same + the optimizer's state buffers, each parameter's slice named
+//                           "<checkpoint_prefix><name>" ("momentum.conv1.weight") + where training
+//                           stands
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 
 #include "gputrain/engine.hpp"
 #include "gputrain/model.hpp"
+#include "gputrain/optimizer.hpp"
 
 namespace gputrain {
 
@@ -43,15 +46,25 @@ struct TrainingState {
   std::string config_yaml;  // the resolved config of the run
 };
 
+// One optimizer state buffer (flat, parameter layout) with its name.
+struct OptimizerStateBuffer {
+  OptimizerStateInfo info;
+  std::vector<float> values;
+};
+
 void save_checkpoint(const std::string& path, const ModelPlan& plan,
-                     const std::vector<float>& parameters, const std::vector<float>& momentum,
+                     const std::vector<float>& parameters,
+                     const std::vector<OptimizerStateBuffer>& optimizer_state,
                      const Normalization& normalization, const TrainingState& state);
 
 struct LoadedCheckpoint {
-  std::vector<float> parameters, momentum;
+  std::vector<float> parameters;
+  std::vector<OptimizerStateBuffer> optimizer_state;  // those asked for, in that order
   Normalization normalization;
   TrainingState state;
 };
-LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan);
+// Reads a checkpoint with the optimizer state buffers `expected` (each must be present whole).
+LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
+                                 const std::vector<OptimizerStateInfo>& expected);
 
 }  // namespace gputrain

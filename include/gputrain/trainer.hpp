@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gputrain/checkpoint.hpp"
+#include "gputrain/communicator.hpp"
 #include "gputrain/config.hpp"
 #include "gputrain/engine.hpp"
 
@@ -41,6 +42,7 @@ struct TrainRequest {
   std::string init_path;    // weights to start from, or empty
   bool use_graph = true;
   const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT): checkpoint and stop
+  Communicator* communicator = nullptr;     // between the step's phases; null: this process alone
 };
 
 struct TrainSummary {

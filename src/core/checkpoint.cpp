@@ -11,8 +11,6 @@
 namespace gputrain {
 namespace {
 
-constexpr const char* kMomentumPrefix = "momentum.";
-
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -134,8 +132,17 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
   const bool is_checkpoint = file.metadata.count("gputrain_checkpoint") > 0;
   std::set<std::string> expected;
   for (const ParameterInfo& p : plan.parameters) expected.insert(p.name);
+  // A checkpoint also holds the optimizer's state, "<prefix><parameter name>": not weights.
+  auto is_optimizer_state = [&](const std::string& name) {
+    for (const ParameterInfo& p : plan.parameters)
+      if (name.size() > p.name.size() + 1 &&
+          name.compare(name.size() - p.name.size(), p.name.size(), p.name) == 0 &&
+          name[name.size() - p.name.size() - 1] == '.')
+        return true;
+    return false;
+  };
   for (const NamedTensor& t : file.tensors) {
-    if (is_checkpoint && t.name.rfind(kMomentumPrefix, 0) == 0) continue;
+    if (is_checkpoint && !expected.count(t.name) && is_optimizer_state(t.name)) continue;
     if (!expected.count(t.name))
       throw WeightsError(path + ": unexpected tensor '" + t.name +
                          "' (the model has no such parameter; check the config's layer names)");
@@ -147,11 +154,13 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
 }
 
 void save_checkpoint(const std::string& path, const ModelPlan& plan,
-                     const std::vector<float>& parameters, const std::vector<float>& momentum,
+                     const std::vector<float>& parameters,
+                     const std::vector<OptimizerStateBuffer>& optimizer_state,
                      const Normalization& normalization, const TrainingState& s) {
   TensorFile file;
   add_tensors(file, plan, parameters, "");
-  add_tensors(file, plan, momentum, kMomentumPrefix);
+  for (const OptimizerStateBuffer& b : optimizer_state)
+    add_tensors(file, plan, b.values, b.info.checkpoint_prefix);
   add_normalization(file, normalization);
   auto& m = file.metadata;
   m["gputrain_checkpoint"] = "1";
@@ -167,13 +176,15 @@ void save_checkpoint(const std::string& path, const ModelPlan& plan,
   write_safetensors(path, file);
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan) {
+LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
+                                 const std::vector<OptimizerStateInfo>& expected) {
   const TensorFile file = read_safetensors(path);
   if (!file.metadata.count("gputrain_checkpoint"))
     throw WeightsError(path + ": not a gputrain checkpoint (a weights file? use --init for those)");
   LoadedCheckpoint c;
   c.parameters = gather(path, file, plan, "");
-  c.momentum = gather(path, file, plan, kMomentumPrefix);
+  for (const OptimizerStateInfo& info : expected)
+    c.optimizer_state.push_back({info, gather(path, file, plan, info.checkpoint_prefix)});
   if (!read_normalization(path, file, c.normalization))
     throw WeightsError(path + ": checkpoint without normalize_mean / normalize_std metadata");
   TrainingState& s = c.state;

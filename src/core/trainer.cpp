@@ -10,6 +10,7 @@
 #include "gputrain/dataset.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/model.hpp"
+#include "gputrain/optimizer.hpp"
 #include "gputrain/rng.hpp"
 
 namespace gputrain {
@@ -48,6 +49,7 @@ Dataset load_data(const Config& config, int num_classes) {
 
 EngineOptions engine_options(const Config& config, const Normalization& n, bool use_graph) {
   EngineOptions o;
+  o.optimizer = optimizer_spec(config.optimizer);
   o.batch_size = config.train.batch_size;
   o.mean = n.mean;
   o.std = n.std;
@@ -55,15 +57,6 @@ EngineOptions engine_options(const Config& config, const Normalization& n, bool 
   o.deterministic = config.train.deterministic;
   o.use_graph = use_graph;
   return o;
-}
-
-cpu::SgdParams sgd_params(const OptimizerConfig& o) {
-  cpu::SgdParams p;
-  p.lr = float(o.lr);
-  p.momentum = float(o.momentum);
-  p.weight_decay = float(o.weight_decay);
-  p.nesterov = o.nesterov;
-  return p;
 }
 
 // Parameters the model has (the flat buffer also holds alignment gaps).
@@ -160,10 +153,12 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   const std::string metrics_path = join_path(out, "metrics.jsonl");
 
   // Everything the user gave is checked before anything is written.
+  const OptimizerSpec optimizer = optimizer_spec(config.optimizer);
+  const std::vector<OptimizerStateInfo> optimizer_buffers = optimizer_state(optimizer);
   LoadedCheckpoint resumed;
   const bool resuming = !request.resume_path.empty();
   if (resuming) {
-    resumed = load_checkpoint(request.resume_path, plan);
+    resumed = load_checkpoint(request.resume_path, plan, optimizer_buffers);
     check_resume_config(request.resume_path, config, resumed.state.config_yaml);
   }
   LoadedWeights init;
@@ -197,14 +192,16 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   if (resuming) {
     state = resumed.state;
     engine->set_parameters(resumed.parameters);
-    engine->set_momentum(resumed.momentum);
+    for (const OptimizerStateBuffer& b : resumed.optimizer_state)
+      engine->set_state(b.info.name, b.values);
     observer.on_info("resuming " + request.resume_path + " at epoch " +
                      std::to_string(state.epoch + 1) + ", step " +
                      std::to_string(state.step_in_epoch));
   } else {
     engine->set_parameters(request.init_path.empty() ? initial_parameters(plan, config.train.seed)
                                                      : init.parameters);
-    engine->set_momentum(std::vector<float>(plan.parameter_count, 0.0f));
+    for (const OptimizerStateInfo& b : optimizer_buffers)
+      engine->set_state(b.name, std::vector<float>(plan.parameter_count, 0.0f));
     if (!request.init_path.empty()) observer.on_info("initial weights from " + request.init_path);
   }
   state.config_yaml = to_yaml(config);
@@ -217,7 +214,13 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
 
   const int64_t n = data.train.count, batch = config.train.batch_size;
   const int64_t steps_per_epoch = (n + batch - 1) / batch;
-  const cpu::SgdParams sgd = sgd_params(config.optimizer);
+  // The learning rate of every step of the run, computed once; the engine reads it by global step.
+  ScheduleSpec schedule;
+  schedule.base_lr = config.optimizer.lr;
+  engine->set_step_table(step_table(optimizer, schedule, config.train.epochs * steps_per_epoch));
+  engine->set_global_step(state.global_step);
+  LocalCommunicator local_communicator;
+  Communicator& communicator = request.communicator ? *request.communicator : local_communicator;
   const int log_interval = std::max(1, config.train.log_interval);
   TrainSummary summary;
   summary.engine = engine->describe();
@@ -227,7 +230,10 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   engine->take_busy_percent();  // start the utilization window here
 
   auto write_checkpoint = [&](const TrainingState& s) {
-    save_checkpoint(checkpoint_path, plan, engine->parameters(), engine->momentum(), norm, s);
+    std::vector<OptimizerStateBuffer> buffers;
+    for (const OptimizerStateInfo& b : optimizer_buffers)
+      buffers.push_back({b, engine->state(b.name)});
+    save_checkpoint(checkpoint_path, plan, engine->parameters(), buffers, norm, s);
   };
   // Ctrl-C: a checkpoint at the step about to run (steps_per_epoch = trained, not yet evaluated),
   // then stop. The epoch's counters so far go into it, so a resumed epoch reports them whole.
@@ -263,13 +269,15 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
       const int64_t first = step * batch;
       const int count = int(std::min(batch, n - first));
       try {
-        engine->train_step(first, count, sgd);
+        engine->forward_backward(first, count, float(count));
       } catch (const NonFiniteLoss& e) {
         throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
                             std::to_string(step + 1) + " (global step " +
                             std::to_string(state.global_step + 1) + "): " + e.what() +
                             " — try a smaller optimizer.lr");
       }
+      communicator.all_reduce_sum(engine->gradients());
+      engine->apply_optimizer();
       ++state.global_step;
       samples_trained += count;
       observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);

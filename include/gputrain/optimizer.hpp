@@ -52,6 +52,9 @@ struct ScheduleSpec {
   double base_lr = 0.01;
 };
 
+// The learning rate of global step `step` (0-based) of a run of `total_steps` steps, in double.
+double scheduled_lr(const ScheduleSpec& schedule, int64_t step, int64_t total_steps);
+
 // The table of a run of `total_steps` steps (entry s = global step s, 0-based). An engine clamps
 // the index to the last entry, so a table of 1 entry serves a constant schedule of any length.
 std::vector<StepHyper> step_table(const OptimizerSpec& optimizer, const ScheduleSpec& schedule,

@@ -37,7 +37,10 @@ class TrainObserver {
 
 struct TrainRequest {
   Config config;
-  std::string out_dir;      // where outputs go (the CLI resolves --out vs output.dir)
+  // Where outputs go; empty: the checkpoint's folder when resuming, else config.output_dir. A
+  // folder holding another run's outputs is refused unless `overwrite`. "~/" expands to $HOME.
+  std::string out_dir;
+  bool overwrite = false;
   std::string resume_path;  // checkpoint to continue, or empty
   std::string init_path;    // weights to start from, or empty
   bool use_graph = true;
@@ -46,6 +49,7 @@ struct TrainRequest {
 };
 
 struct TrainSummary {
+  std::string run_id;
   std::vector<EpochMetrics> epochs;  // the epochs run by this invocation
   double best_test_acc = 0, final_test_acc = 0;
   int best_epoch = 0;
@@ -58,6 +62,11 @@ struct TrainSummary {
 // Throws UserError subclasses for bad input, RuntimeFailure for a non-finite loss (naming the
 // step), Interrupted after writing a checkpoint when *stop became true.
 TrainSummary train(const TrainRequest& request, TrainObserver& observer);
+
+// The config a checkpoint's run used, with `overrides` ("key.path=value") applied: what
+// `train --resume CHECKPOINT` runs with when no --config is given.
+Config config_of_checkpoint(const std::string& checkpoint_path,
+                            const std::vector<std::string>& overrides = {});
 
 struct EvalRequest {
   Config config;

@@ -20,6 +20,7 @@
 
 #include "core/json.hpp"
 #include "core/message.hpp"
+#include "core/run_outputs.hpp"
 #include "gputrain/config.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
@@ -139,17 +140,26 @@ struct CommonOptions {
 };
 
 Config load(const CommonOptions& o) {
-  Config c = load_config(o.config_path, o.overrides);
+  Config c = load_config(expand_home(o.config_path), o.overrides);
   if (!o.device.empty()) c.device = o.device;
   return c;
 }
 
 int run_train(const CommonOptions& common, const std::string& out, const std::string& resume,
-              const std::string& init, bool quiet) {
+              const std::string& init, bool overwrite, bool quiet) {
   setup_logging(quiet);
   TrainRequest request;
-  request.config = load(common);
-  request.out_dir = out.empty() ? request.config.output_dir : out;
+  if (common.config_path.empty() && resume.empty())
+    throw UserError("train needs --config FILE (or --resume CHECKPOINT to continue a run)");
+  if (common.config_path.empty()) {
+    // The checkpoint's own config, with the --set overrides on top.
+    request.config = config_of_checkpoint(resume, common.overrides);
+    if (!common.device.empty()) request.config.device = common.device;
+  } else {
+    request.config = load(common);
+  }
+  request.out_dir = out;
+  request.overwrite = overwrite;
   request.resume_path = resume;
   request.init_path = init;
   request.use_graph = !common.no_graph;
@@ -255,9 +265,10 @@ int run(int argc, char** argv) {
 
   CommonOptions train_common, eval_common;
   std::string out, resume, init, weights, dump_logits;
-  bool quiet = false, json = false;
-  auto add_common = [](CLI::App* cmd, CommonOptions& o) {
-    cmd->add_option("--config", o.config_path, "YAML config file")->required();
+  bool quiet = false, json = false, overwrite = false;
+  auto add_common = [](CLI::App* cmd, CommonOptions& o, bool config_required) {
+    CLI::Option* config = cmd->add_option("--config", o.config_path, "YAML config file");
+    if (config_required) config->required();
     cmd->add_option("--set", o.overrides, "override a config key: key.path=value (repeatable)")
         ->take_all()
         ->allow_extra_args(false);
@@ -266,14 +277,19 @@ int run(int argc, char** argv) {
     cmd->add_flag("--no-graph", o.no_graph, "CUDA: run each step eagerly instead of a CUDA graph");
   };
   CLI::App* train_cmd = app.add_subcommand("train", "train a model");
-  add_common(train_cmd, train_common);
-  train_cmd->add_option("--out", out, "output folder (default: the config's output.dir)");
-  train_cmd->add_option("--resume", resume, "continue from a checkpoint.safetensors");
+  add_common(train_cmd, train_common, false);
+  train_cmd->add_option("--out", out,
+                        "output folder (default: the config's output.dir; with --resume, the "
+                        "checkpoint's folder)");
+  train_cmd->add_flag("--overwrite", overwrite,
+                      "replace the outputs of an earlier run in the folder");
+  train_cmd->add_option("--resume", resume,
+                        "continue from a checkpoint.safetensors (--config is then optional)");
   train_cmd->add_option("--init", init, "start from these weights (safetensors)");
   train_cmd->add_flag("--quiet", quiet, "only warnings and errors");
 
   CLI::App* eval_cmd = app.add_subcommand("eval", "evaluate weights on the test set");
-  add_common(eval_cmd, eval_common);
+  add_common(eval_cmd, eval_common, true);
   eval_cmd->add_option("--weights", weights, "weights file (safetensors)")->required();
   eval_cmd->add_flag("--json", json, "print one JSON object");
   eval_cmd->add_option("--dump-logits", dump_logits,
@@ -301,7 +317,7 @@ int run(int argc, char** argv) {
     return kExitUsage;
   }
 
-  if (train_cmd->parsed()) return run_train(train_common, out, resume, init, quiet);
+  if (train_cmd->parsed()) return run_train(train_common, out, resume, init, overwrite, quiet);
   if (eval_cmd->parsed()) return run_eval(eval_common, weights, json, dump_logits);
   return run_info();
 }

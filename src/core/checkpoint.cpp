@@ -119,10 +119,12 @@ double get_double(const std::string& path, const TensorFile& file, const std::st
 }  // namespace
 
 void save_weights(const std::string& path, const ModelPlan& plan,
-                  const std::vector<float>& parameters, const Normalization& normalization) {
+                  const std::vector<float>& parameters, const Normalization& normalization,
+                  const std::map<std::string, std::string>& extra) {
   TensorFile file;
   add_tensors(file, plan, parameters, "");
   add_normalization(file, normalization);
+  for (const auto& [key, value] : extra) file.metadata[key] = value;
   file.metadata["format"] = "pt";  // what Python's safetensors.torch writes: loaders expect it
   write_safetensors(path, file);
 }
@@ -173,6 +175,7 @@ void save_checkpoint(const std::string& path, const ModelPlan& plan,
   m["best_test_acc"] = json_number(s.best_test_acc);
   m["best_epoch"] = std::to_string(s.best_epoch);
   m["config"] = s.config_yaml;
+  if (!s.run_id.empty()) m["run_id"] = s.run_id;
   write_safetensors(path, file);
 }
 
@@ -197,9 +200,17 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
   s.best_test_acc = get_double(path, file, "best_test_acc");
   s.best_epoch = int(get_int(path, file, "best_epoch"));
   s.config_yaml = get(path, file, "config");
+  if (file.metadata.count("run_id")) s.run_id = file.metadata.at("run_id");
   if (s.epoch < 0 || s.step_in_epoch < 0 || s.global_step < 0)
     throw WeightsError(path + ": negative epoch or step in the checkpoint's metadata");
   return c;
+}
+
+std::string checkpoint_config_yaml(const std::string& path) {
+  const TensorFile file = read_safetensors(path);
+  if (!file.metadata.count("gputrain_checkpoint"))
+    throw WeightsError(path + ": not a gputrain checkpoint (a weights file? use --init for those)");
+  return get(path, file, "config");
 }
 
 }  // namespace gputrain

@@ -24,12 +24,17 @@ std::vector<OptimizerStateInfo> optimizer_state(const OptimizerSpec& spec) {
   return {};
 }
 
+double scheduled_lr(const ScheduleSpec& schedule, int64_t /*step*/, int64_t /*total_steps*/) {
+  return schedule.base_lr;
+}
+
 std::vector<StepHyper> step_table(const OptimizerSpec& /*optimizer*/, const ScheduleSpec& schedule,
                                   int64_t total_steps) {
   if (total_steps < 1) total_steps = 1;
-  StepHyper h;
-  h.lr = float(schedule.base_lr);
-  return std::vector<StepHyper>(size_t(total_steps), h);
+  std::vector<StepHyper> table(static_cast<size_t>(total_steps));
+  for (int64_t s = 0; s < total_steps; ++s)
+    table[size_t(s)].lr = float(scheduled_lr(schedule, s, total_steps));
+  return table;
 }
 
 }  // namespace gputrain

@@ -1,0 +1,111 @@
+#include "core/run_setup.hpp"
+
+#include <sstream>
+
+#include "gputrain/errors.hpp"
+#include "gputrain/optimizer.hpp"
+
+namespace gputrain {
+namespace {
+
+// A channel that is constant over the training images has std 0: leave its scale alone (std 1),
+// as dividing by zero would make every input infinite.
+void guard_constant_channels(Normalization& n) {
+  for (float& s : n.std)
+    if (!(s > 0)) s = 1.0f;
+}
+
+// The part of a config that must match for --resume to continue the same run. Epochs (extend a
+// run), output folder, device, threads, logging and data.dir (data moved) may change.
+std::string resume_identity(Config c) {
+  c.source.clear();
+  c.train.epochs = 1;
+  c.output_dir.clear();
+  c.device = "auto";
+  c.train.threads = 0;
+  c.train.log_interval = 1;
+  c.train.deterministic = false;
+  c.data.dir.clear();
+  return to_yaml(c);
+}
+
+}  // namespace
+
+Dataset load_checked_data(const Config& config, const ModelPlan& plan) {
+  const DataConfig& d = config.data;
+  Dataset data = d.format == DataFormat::Idx
+                     ? load_idx_dataset(d.dir, d.train_limit, d.test_limit, plan.num_classes)
+                     : load_cifar10_dataset(d.dir, d.train_limit, d.test_limit, plan.num_classes);
+  const ModelConfig& m = config.model;
+  for (const ImageSet* set : {&data.train, &data.test}) {
+    if (set->channels != plan.input.channels || set->height != plan.input.height ||
+        set->width != plan.input.width)
+      throw ConfigError(config.source + ": model.input is [" + std::to_string(m.input_channels) +
+                        ", " + std::to_string(m.input_height) + ", " +
+                        std::to_string(m.input_width) + "] but the images in '" + d.dir + "' are " +
+                        std::to_string(set->channels) + "x" + std::to_string(set->height) + "x" +
+                        std::to_string(set->width));
+  }
+  if (data.train.count == 0) throw DataError(d.dir + ": the training set is empty");
+  if (data.test.count == 0) throw DataError(d.dir + ": the test set is empty");
+  return data;
+}
+
+Normalization resolve_normalization(const Config& config, const ModelPlan& plan,
+                                    const Normalization* recorded, const std::string& recorded_path,
+                                    const ImageSet& train, std::string* source) {
+  Normalization n;
+  std::string from;
+  if (!config.data.mean.empty()) {
+    n = {config.data.mean, config.data.std};
+    from = "config";
+  } else if (recorded) {
+    n = *recorded;
+    from = "weights file";
+  } else {
+    channel_statistics(train, n.mean, n.std);
+    guard_constant_channels(n);
+    from = "training images";
+  }
+  if (int(n.mean.size()) != plan.input.channels)
+    throw WeightsError(recorded_path + ": normalize_mean has " + std::to_string(n.mean.size()) +
+                       " values, the model's input has " + std::to_string(plan.input.channels) +
+                       " channels");
+  if (source) *source = from;
+  return n;
+}
+
+EngineOptions engine_options(const Config& config, const Normalization& n, bool use_graph) {
+  EngineOptions o;
+  o.optimizer = optimizer_spec(config.optimizer);
+  o.batch_size = config.train.batch_size;
+  o.mean = n.mean;
+  o.std = n.std;
+  o.threads = config.train.threads;
+  o.deterministic = config.train.deterministic;
+  o.use_graph = use_graph;
+  return o;
+}
+
+size_t weights_in(const ModelPlan& plan) {
+  size_t n = 0;
+  for (const ParameterInfo& p : plan.parameters) n += p.count;
+  return n;
+}
+
+void check_resume_config(const std::string& path, const Config& now, const std::string& then_yaml) {
+  const Config then = parse_config(then_yaml, path + " (its config)");
+  const std::string a = resume_identity(then), b = resume_identity(now);
+  if (a == b) return;
+  std::istringstream sa(a), sb(b);
+  std::string la, lb;
+  while (std::getline(sa, la) && std::getline(sb, lb))
+    if (la != lb) break;
+  auto trim = [](std::string s) { return s.erase(0, s.find_first_not_of(' ')); };
+  throw ConfigError(now.source + ": does not match the checkpoint '" + path +
+                    "': the checkpoint has '" + trim(la) + "', the config '" + trim(lb) +
+                    "' (only train.epochs, output.dir, device, train.threads, train.log_interval, "
+                    "train.deterministic and data.dir may change on resume)");
+}
+
+}  // namespace gputrain

@@ -80,35 +80,6 @@ void guard_constant_channels(Normalization& n) {
     if (!(s > 0)) s = 1.0f;
 }
 
-// The part of a config that must match for --resume to continue the same run. Epochs (extend a
-// run), output folder, device, threads, logging and data.dir (data moved) may change.
-std::string resume_identity(Config c) {
-  c.source.clear();
-  c.train.epochs = 1;
-  c.output_dir.clear();
-  c.device = "auto";
-  c.train.threads = 0;
-  c.train.log_interval = 1;
-  c.train.deterministic = false;
-  c.data.dir.clear();
-  return to_yaml(c);
-}
-
-void check_resume_config(const std::string& path, const Config& now, const std::string& then_yaml) {
-  const Config then = parse_config(then_yaml, path + " (its config)");
-  const std::string a = resume_identity(then), b = resume_identity(now);
-  if (a == b) return;
-  std::istringstream sa(a), sb(b);
-  std::string la, lb;
-  while (std::getline(sa, la) && std::getline(sb, lb))
-    if (la != lb) break;
-  auto trim = [](std::string s) { return s.erase(0, s.find_first_not_of(' ')); };
-  throw ConfigError(now.source + ": does not match the checkpoint '" + path +
-                    "': the checkpoint has '" + trim(la) + "', the config '" + trim(lb) +
-                    "' (only train.epochs, output.dir, device, train.threads, train.log_interval, "
-                    "train.deterministic and data.dir may change on resume)");
-}
-
 std::string metrics_line(const EpochMetrics& m) {
   JsonValue o = JsonValue::object();
   o.set("epoch", m.epoch);
@@ -164,7 +135,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   const bool resuming = !request.resume_path.empty();
   if (resuming) {
     resumed = load_checkpoint(request.resume_path, plan);
-    check_resume_config(request.resume_path, config, resumed.state.config_yaml);
+    check_resume_compatible(config, resumed.state.config_yaml, request.resume_path);
   }
   LoadedWeights init;
   if (!request.init_path.empty()) init = load_weights(request.init_path, plan);

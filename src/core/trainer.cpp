@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "backend/engine_choice.hpp"
 #include "core/atomic_file.hpp"
 #include "core/json.hpp"
 #include "gputrain/dataset.hpp"
@@ -156,10 +157,11 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
                        std::to_string(norm.mean.size()) + " channels, the model " +
                        std::to_string(plan.input.channels));
 
-  std::string note;
-  auto engine =
-      make_engine(config.device, plan, engine_options(config, norm, request.use_graph), &note);
-  if (!note.empty()) observer.on_info(note);
+  EngineChoice choice =
+      choose_engine(config.device, plan, engine_options(config, norm, request.use_graph));
+  if (!choice.info.empty()) observer.on_info(choice.info);
+  if (!choice.warning.empty()) observer.on_warning(choice.warning);
+  auto engine = std::move(choice.engine);
   observer.on_info("training on " + engine->describe() + ": " + std::to_string(data.train.count) +
                    " training and " + std::to_string(data.test.count) + " test images, " +
                    std::to_string(weights_in(plan)) + " parameters");
@@ -334,10 +336,11 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
                        std::to_string(report.normalization.mean.size()) +
                        " values, the model's input has " + std::to_string(plan.input.channels) +
                        " channels");
-  std::string note;
-  auto engine = make_engine(config.device, plan,
-                            engine_options(config, report.normalization, request.use_graph), &note);
-  if (!note.empty()) observer.on_info(note);
+  EngineChoice choice = choose_engine(
+      config.device, plan, engine_options(config, report.normalization, request.use_graph));
+  if (!choice.info.empty()) observer.on_info(choice.info);
+  if (!choice.warning.empty()) observer.on_warning(choice.warning);
+  auto engine = std::move(choice.engine);
   report.engine = engine->describe();
   engine->set_parameters(weights.parameters);
   engine->set_eval_data(data.test);

@@ -1,0 +1,54 @@
+// gputrain train: a run from a config, into an output folder; checkpoints and stops on signals.
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.hpp"
+#include "cli/progress.hpp"
+#include "gputrain/errors.hpp"
+#include "gputrain/trainer.hpp"
+
+namespace gputrain::cli {
+
+CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
+  CLI::App* cmd = app.add_subcommand("train", "train a model");
+  add_common_options(cmd, a.common);
+  cmd->add_option("--out", a.out, "output folder (default: the config's output.dir)")
+      ->type_name("DIR");
+  cmd->add_option("--resume", a.resume, "continue from a checkpoint.safetensors")
+      ->type_name("FILE");
+  cmd->add_option("--init", a.init, "start from these weights (safetensors)")->type_name("FILE");
+  cmd->add_flag("--quiet", a.quiet, "only warnings and errors");
+  set_help_footer(cmd,
+                  "gputrain train --config configs/fashion_mnist.yaml --out runs/fm "
+                  "--set train.epochs=5",
+                  true);
+  return cmd;
+}
+
+int run_train(const TrainArgs& a) {
+  setup_logging(a.quiet);
+  TrainRequest request;
+  request.config = load(a.common);
+  request.out_dir = a.out.empty() ? request.config.output_dir : a.out;
+  request.resume_path = a.resume;
+  request.init_path = a.init;
+  request.use_graph = !a.common.no_graph;
+  request.stop = &g_stop_requested;
+  if (!a.resume.empty() && !a.init.empty())
+    throw UserError("--resume and --init exclude each other: a checkpoint already holds weights");
+  ConsoleObserver observer(a.quiet);
+  observer.set_batch(request.config.train.batch_size);
+  TrainSummary s;
+  {
+    StopSignals stop_signals;
+    s = train(request, observer);
+  }
+  spdlog::info(
+      "done: {} epoch(s) in {:.1f} s of training, {:.0f} images/s on {}{}; final test accuracy "
+      "{:.4f}, best {:.4f} (epoch {}); outputs in {}",
+      s.epochs.size(), s.train_seconds, s.images_per_s, s.engine,
+      s.gpu_busy_percent >= 0 ? fmt::format(", GPU busy {:.1f}%", s.gpu_busy_percent) : "",
+      s.final_test_acc, s.best_test_acc, s.best_epoch, s.out_dir);
+  return kExitOk;
+}
+
+}  // namespace gputrain::cli

@@ -1,4 +1,5 @@
 // `gputrain eval`: the test set scored with a weights file.
+#include "backend/engine_choice.hpp"
 #include "core/run_outputs.hpp"
 #include "core/run_setup.hpp"
 #include "gputrain/errors.hpp"
@@ -17,10 +18,11 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
   report.normalization = resolve_normalization(
       config, plan, weights.has_normalization ? &weights.normalization : nullptr, weights_path,
       data.train, &report.normalization_source);
-  std::string note;
-  auto engine = make_engine(config.device, plan,
-                            engine_options(config, report.normalization, request.use_graph), &note);
-  if (!note.empty()) observer.on_info(note);
+  EngineChoice choice = choose_engine(
+      config.device, plan, engine_options(config, report.normalization, request.use_graph));
+  if (!choice.info.empty()) observer.on_info(choice.info);
+  if (!choice.warning.empty()) observer.on_warning(choice.warning);
+  auto engine = std::move(choice.engine);
   report.engine = engine->describe();
   engine->set_parameters(weights.parameters);
   engine->set_eval_data(data.test);

@@ -1,7 +1,5 @@
 #include "core/run_setup.hpp"
 
-#include <sstream>
-
 #include "gputrain/errors.hpp"
 #include "gputrain/optimizer.hpp"
 
@@ -13,20 +11,6 @@ namespace {
 void guard_constant_channels(Normalization& n) {
   for (float& s : n.std)
     if (!(s > 0)) s = 1.0f;
-}
-
-// The part of a config that must match for --resume to continue the same run. Epochs (extend a
-// run), output folder, device, threads, logging and data.dir (data moved) may change.
-std::string resume_identity(Config c) {
-  c.source.clear();
-  c.train.epochs = 1;
-  c.output_dir.clear();
-  c.device = "auto";
-  c.train.threads = 0;
-  c.train.log_interval = 1;
-  c.train.deterministic = false;
-  c.data.dir.clear();
-  return to_yaml(c);
 }
 
 }  // namespace
@@ -91,21 +75,6 @@ size_t weights_in(const ModelPlan& plan) {
   size_t n = 0;
   for (const ParameterInfo& p : plan.parameters) n += p.count;
   return n;
-}
-
-void check_resume_config(const std::string& path, const Config& now, const std::string& then_yaml) {
-  const Config then = parse_config(then_yaml, path + " (its config)");
-  const std::string a = resume_identity(then), b = resume_identity(now);
-  if (a == b) return;
-  std::istringstream sa(a), sb(b);
-  std::string la, lb;
-  while (std::getline(sa, la) && std::getline(sb, lb))
-    if (la != lb) break;
-  auto trim = [](std::string s) { return s.erase(0, s.find_first_not_of(' ')); };
-  throw ConfigError(now.source + ": does not match the checkpoint '" + path +
-                    "': the checkpoint has '" + trim(la) + "', the config '" + trim(lb) +
-                    "' (only train.epochs, output.dir, device, train.threads, train.log_interval, "
-                    "train.deterministic and data.dir may change on resume)");
 }
 
 }  // namespace gputrain

@@ -29,9 +29,4 @@ EngineOptions engine_options(const Config& config, const Normalization& normaliz
 // Parameters the model has (the flat buffer also holds alignment gaps).
 size_t weights_in(const ModelPlan& plan);
 
-// --resume continues the same run: the config must match the checkpoint's except for the keys that
-// may change on resume. ConfigError naming the first difference otherwise.
-void check_resume_config(const std::string& checkpoint_path, const Config& now,
-                         const std::string& checkpoint_config_yaml);
-
 }  // namespace gputrain

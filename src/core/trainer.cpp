@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "backend/engine_choice.hpp"
 #include "core/json.hpp"
 #include "core/run_outputs.hpp"
 #include "core/run_setup.hpp"
@@ -89,7 +90,7 @@ void Run::setup() {
   LoadedCheckpoint resumed;
   if (resuming) {
     resumed = load_checkpoint(resume_path, plan, optimizer_buffers);
-    check_resume_config(resume_path, config, resumed.state.config_yaml);
+    check_resume_compatible(config, resumed.state.config_yaml, resume_path);
   }
   const bool resuming_here = resuming && parent_folder(resume_path) == out;
   outputs = std::make_unique<RunOutputs>(out, request.overwrite, resuming_here);
@@ -99,10 +100,11 @@ void Run::setup() {
   normalization = resolve_normalization(config, plan, resuming ? &resumed.normalization : nullptr,
                                         resume_path, data.train);
 
-  std::string note;
-  engine = make_engine(config.device, plan,
-                       engine_options(config, normalization, request.use_graph), &note);
-  if (!note.empty()) observer.on_info(note);
+  EngineChoice choice =
+      choose_engine(config.device, plan, engine_options(config, normalization, request.use_graph));
+  if (!choice.info.empty()) observer.on_info(choice.info);
+  if (!choice.warning.empty()) observer.on_warning(choice.warning);
+  engine = std::move(choice.engine);
   observer.on_info("training on " + engine->describe() + ": " + std::to_string(data.train.count) +
                    " training and " + std::to_string(data.test.count) + " test images, " +
                    std::to_string(weights_in(plan)) + " parameters");

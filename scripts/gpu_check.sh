@@ -71,8 +71,15 @@ stage_build() {
       why="built from other sources than this tree"
     elif ! LD_BIND_NOW=1 timeout 30 "$pre/gputrain" --version; then
       why="gputrain does not start here (libraries or symbols missing?)"
-    elif ! LD_BIND_NOW=1 timeout 30 "$pre/gputrain_gpu_tests" --list-test-names-only > /dev/null; then
-      why="gputrain_gpu_tests does not start here"
+    else
+      # Catch2 v2 exits with the number of tests listed: "starts" = it listed some and was neither
+      # refused by the loader (127) nor killed by a signal.
+      local listed rc
+      listed=$(LD_BIND_NOW=1 timeout 30 "$pre/gputrain_gpu_tests" --list-test-names-only 2>&1)
+      rc=$?
+      if ((rc >= 126)) || [[ -z "$listed" ]]; then
+        why="gputrain_gpu_tests does not start here (exit $rc: $(tail -n 1 <<< "$listed"))"
+      fi
     fi
     if [[ -z "$why" ]]; then
       echo "$pre/gputrain" > "$GC_STATE/gputrain"

@@ -14,7 +14,8 @@
 #                 first on PATH
 # Cases, each a fresh configure of tests/cmake/consumer:
 #   wheel      finds both in the fake wheels, says so (CUDNN_SOURCE names the pip wheel), parses
-#              the header's version 9.99.7; the probe builds and runs
+#              the header's version 9.99.7; the probe builds and runs; configured again (cached),
+#              it still names the wheel
 #   no-wheel   same hiding, Python without the wheels: nothing found (proves the hiding works, so
 #              the first case found the wheel and not a system copy)
 #   root       CUDNN_ROOT=<dir with lib64/libcudnn.so.9> wins over the wheel
@@ -150,6 +151,12 @@ run_checked("building the probe against the wheels" ${CMAKE_COMMAND} --build "${
 # Started with LD_LIBRARY_PATH unset: the build-tree RPATH must lead to the versioned-only files.
 run_checked("running the probe" ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH "${case_bdir}/probe")
 expect_match("probe output" "${run_out}" "probe: cudnn 99 \\(header 9\\), cublas 13, cublasLt 13")
+
+# A second configure of the same folder (cached results) still says where they came from.
+configure_case(wheel wheel)
+expect_match("wheel, reconfigured: CUDNN_SOURCE" "${CUDNN_SOURCE}" "^pip wheel nvidia\\.cudnn of ")
+expect_match("wheel, reconfigured: CUBLAS_SOURCE" "${CUBLAS_SOURCE}" "^pip wheel")
+expect("wheel, reconfigured: CUDNN_LIBRARY" "${CUDNN_LIBRARY}" "${cudnn_dir}/lib/libcudnn.so.9")
 
 # ---- case no-wheel: the hiding really hides every other copy ----
 configure_case(no-wheel no-wheel)

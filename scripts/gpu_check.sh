@@ -97,7 +97,11 @@ stage_build() {
   fi
   local args=(-S . -B "$build" -G "$GC_GENERATOR" -DCMAKE_BUILD_TYPE=Release -DGPUTRAIN_CUDA=ON
               -DCMAKE_CUDA_ARCHITECTURES="$GC_ARCH" -DGPUTRAIN_TESTS=ON)
-  [[ -n "$GC_PYTHON" ]] && args+=(-DGPUTRAIN_PYTHON="$GC_PYTHON")
+  # The Python suites' interpreter: python3 on PATH where it has pytest (on the lent GPU machines
+  # the one with PyTorch), else the build's default.
+  if [[ -n "$GC_PYTHON" ]] && "$GC_PYTHON" -c "import pytest" 2> /dev/null; then
+    args+=(-DGPUTRAIN_PYTHON="$GC_PYTHON")
+  fi
   [[ -n "$GC_DEPS_PREFIX" ]] && args+=(-DCMAKE_PREFIX_PATH="$GC_DEPS_PREFIX")
   [[ "${GC_NATIVE:-ON}" == OFF ]] && args+=(-DGPUTRAIN_NATIVE=OFF)
   echo "+ cmake ${args[*]}"

@@ -64,7 +64,19 @@ note() { echo "$*" > "$GC_STATE/note-$GC_STAGE"; }
 stage_build() {
   local pre=$GC_PREBUILT
   if [[ -n "$pre" && -x "$pre/gputrain" && -x "$pre/gputrain_gpu_tests" ]]; then
-    local why=""
+    local why="" lib dir extra=""
+    # Libraries the loader cannot find for them (e.g. libcudnn.so.9 where cuDNN is only a pip
+    # wheel): the wheel folders that hold them go to LD_LIBRARY_PATH, for this and later stages.
+    for lib in $(ldd "$pre/gputrain" "$pre/gputrain_gpu_tests" 2> /dev/null | awk '/not found/ {print $1}' | sort -u); do
+      IFS=: read -r -a wheel_dirs <<< "$GC_WHEEL_LIBS"
+      for dir in "${wheel_dirs[@]}"; do
+        if [[ -e "$dir/$lib" && ":$extra:" != *":$dir:"* ]]; then extra+="${extra:+:}$dir"; break; fi
+      done
+    done
+    if [[ -n "$extra" ]]; then
+      echo "gpu_check: libraries from pip wheels for the prebuilt binaries: $extra"
+      export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra"
+    fi
     if [[ "$(cat "$pre/arch.txt" 2>/dev/null)" != "$GC_ARCH" ]]; then
       why="built for sm_$(cat "$pre/arch.txt" 2>/dev/null), this GPU is sm_$GC_ARCH"
     elif [[ "$(cat "$pre/fingerprint.txt" 2>/dev/null)" != "$(source_fingerprint)" ]]; then
@@ -84,7 +96,8 @@ stage_build() {
     if [[ -z "$why" ]]; then
       echo "$pre/gputrain" > "$GC_STATE/gputrain"
       echo "$pre/gputrain_gpu_tests" > "$GC_STATE/gpu_tests"
-      note "prebuilt binaries start ($pre)"
+      echo "$extra" > "$GC_STATE/ld_path"
+      note "prebuilt binaries start ($pre)${extra:+, with pip-wheel libraries}"
       return 0
     fi
     echo "gpu_check: not using the prebuilt binaries in $pre: $why; building here"
@@ -410,10 +423,12 @@ if [[ -d .deps ]] && ls .deps/*.deb > /dev/null 2>&1; then
 fi
 GC_PYTHON=$(command -v python3 || true)
 export GC_PYTHON
-# The pip wheels' CUDA libraries (cuDNN, cuBLAS, the runtime) for binaries built elsewhere, after
-# everything else: where the system has them too, the system's copies win.
+# The pip wheels' CUDA library folders (cuDNN, cuBLAS, the runtime): the build stage adds those that
+# hold a library the prebuilt binaries cannot find otherwise (only those: LD_LIBRARY_PATH comes
+# before a binary's own run path, so adding them all would replace the toolkit's copies).
+GC_WHEEL_LIBS=""
 if [[ -n "$GC_PYTHON" ]]; then
-  wheel_libs=$(timeout 30 "$GC_PYTHON" - <<'PY' 2> /dev/null
+  GC_WHEEL_LIBS=$(timeout 30 "$GC_PYTHON" - <<'PY' 2> /dev/null
 import importlib, os
 dirs = []
 for name in ("cudnn", "cu13", "cublas", "cuda_runtime"):
@@ -427,11 +442,9 @@ for name in ("cudnn", "cu13", "cublas", "cuda_runtime"):
 print(":".join(dirs))
 PY
 )
-  if [[ -n "$wheel_libs" ]]; then
-    export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$wheel_libs"
-    setup_notes+=("wheel libs")
-  fi
+  [[ -n "$GC_WHEEL_LIBS" ]] && setup_notes+=("pip-wheel CUDA libs")
 fi
+export GC_WHEEL_LIBS
 if command -v ninja > /dev/null; then GC_GENERATOR=Ninja
 elif command -v make > /dev/null; then GC_GENERATOR="Unix Makefiles"; setup_notes+=("no ninja: make")
 else GC_GENERATOR=Ninja; setup_notes+=("neither ninja nor make")
@@ -450,6 +463,7 @@ export GC_PREBUILT
   echo "gpu_check: ${gpu_name:-no GPU (dry run)}, sm_$arch, budget ${total}s, log folder $log_dir"
   echo "python3: ${GC_PYTHON:-none}; generator: $GC_GENERATOR; compute-sanitizer: ${GC_SANITIZER:-none}"
   echo "prebuilt: ${GC_PREBUILT:-none}; LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+  echo "pip-wheel CUDA library folders: ${GC_WHEEL_LIBS:-none}"
   nvidia-smi 2>&1 | head -n 15
 } >> "$log"
 echo "gpu_check: ${gpu_name:-no GPU (dry run)}, sm_$arch, budget ${total}s, log folder $log_dir"
@@ -467,6 +481,8 @@ for n in "${setup_notes[@]}"; do setup_note+="${setup_note:+, }$n"; done
 report setup "$setup_result" $((SECONDS - t0)) "$setup_note"
 
 run_stage build
+extra_ld=$(cat "$state/ld_path" 2> /dev/null)
+[[ -n "$extra_ld" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra_ld"
 if [[ $dry_run == 1 ]]; then
   for s in info gpu-tests parity train memcheck bench; do report "$s" SKIP 0 "--dry-run"; done
 elif [[ "${RESULT[build]}" != PASS ]]; then

@@ -43,11 +43,13 @@ struct DataConfig {
 };
 
 struct OptimizerConfig {
-  std::string type = "sgd";
+  std::string type = "sgd";  // sgd | adamw
   double lr = 0.01;
   double momentum = 0.0;
   double weight_decay = 0.0;
   bool nesterov = false;
+  double beta1 = 0.9, beta2 = 0.999;  // adamw: optimizer.betas
+  double eps = 1e-8;                  // adamw
 };
 
 struct TrainConfig {

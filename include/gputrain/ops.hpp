@@ -60,6 +60,20 @@ struct SgdParams {
 // v starts at zero, which gives torch's first step (its buffer starts as a copy of g').
 void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p);
 
+struct AdamWParams {
+  float lr = 0.001f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.01f;
+  // 1 − β computed in double from the configured β (as torch does in Python), then rounded: 1.0f −
+  // 0.999f would be 1.3e-5 off.
+  float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f;
+  // Of step t (1-based): 1 − β1^t and sqrt(1 − β2^t), computed by the caller in double.
+  float bias_correction1 = 1.0f, bias_correction2_sqrt = 1.0f;
+};
+// torch.optim.AdamW (decoupled weight decay), element-wise, in torch's order of float operations:
+//   w *= 1 − lr·wd;  m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²;
+//   w -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+// m, v start at zero.
+void adamw_update(int64_t n, float* w, const float* g, float* m, float* v, const AdamWParams& p);
+
 // out[i, c, :, :] = (pixels[index[i], c, :, :] / 255 - mean[c]) / std[c] for i < count.
 void gather_normalize(int64_t count, int channels, int64_t plane, const uint8_t* pixels,
                       const int32_t* index, const float* mean, const float* std, float* out);

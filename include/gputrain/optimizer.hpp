@@ -14,7 +14,7 @@ namespace gputrain {
 
 struct OptimizerConfig;  // config.hpp
 
-enum class OptimizerKind { Sgd };
+enum class OptimizerKind { Sgd, AdamW };
 
 // Constants of the update rule, fixed when the engine is built.
 struct OptimizerSpec {
@@ -22,14 +22,19 @@ struct OptimizerSpec {
   // SGD (torch.optim.SGD): g' = g + wd·w; v = μ·v + g'; w -= lr · (nesterov ? g' + μ·v : v).
   float momentum = 0.0f, weight_decay = 0.0f;
   bool nesterov = false;
+  // AdamW (torch.optim.AdamW; weight_decay above, decoupled): see cpu::adamw_update. In double as
+  // the config gives them: the bias corrections use them so (as Python floats in torch); the update
+  // itself uses float casts.
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
 };
 
-// The values of one step, entry [global step] of the run's table. lr as float: the CPU op and the
-// kernel compute in float, as torch.optim does for float32 parameters.
+// The values of one step, entry [global step] of the run's table, computed in double and stored as
+// float: the CPU op and the kernel compute in float, as torch.optim does for float32 parameters.
 struct StepHyper {
   float lr = 0.0f;
-  // Room for optimizers whose update depends on the step count (AdamW: 1 − β^t); 1 for SGD.
-  float bias_correction1 = 1.0f, bias_correction2 = 1.0f;
+  // AdamW's bias corrections of step t = global step + 1: 1 − β1^t and sqrt(1 − β2^t) (torch
+  // computes both in double); 1 for SGD.
+  float bias_correction1 = 1.0f, bias_correction2_sqrt = 1.0f;
 };
 
 // One per-parameter state buffer of an optimizer: `name` is the engine's name for it, and each
@@ -43,14 +48,33 @@ struct OptimizerStateInfo {
 OptimizerSpec optimizer_spec(const OptimizerConfig& config);
 
 // The state buffers an optimizer keeps (SGD: "momentum", always, so that checkpoints have one
-// layout whatever the momentum; its values stay zero when momentum is 0).
+// layout whatever the momentum; its values stay zero when momentum is 0. AdamW: "exp_avg" and
+// "exp_avg_sq", stored as "adam.m.<name>" and "adam.v.<name>").
 std::vector<OptimizerStateInfo> optimizer_state(const OptimizerSpec& spec);
 
-// How the learning rate evolves over a run. Constant for now (lr every step); the table is built
-// for the whole run so that schedules only change this function.
+enum class ScheduleKind { Constant, Step, MultiStep, Cosine };
+
+// How the learning rate evolves over a run, set every step. With S = total steps, W = round(
+// warmup_epochs × steps_per_epoch), s the 0-based global step and e = ⌊s / steps_per_epoch⌋:
+//   lr(s) = base · warm(s) · decay(s),  warm(s) = f + (1 − f)·min(s, W)/W (1 when W = 0)
+//   decay: constant 1; step γ^⌊e/step_size⌋; multistep γ^(#milestones ≤ e); cosine 1 for s < W,
+//          m + (1 − m)(1 + cos(π(s − W)/(S − W)))/2 with m = eta_min/base for s ≥ W.
+// (PyTorch: LinearLR then CosineAnnealingLR in a SequentialLR stepped per iteration; StepLR and
+// MultiStepLR stepped per epoch.)
 struct ScheduleSpec {
+  ScheduleKind kind = ScheduleKind::Constant;
   double base_lr = 0.01;
+  int64_t steps_per_epoch = 1;
+  int step_size = 1;            // epochs (step)
+  double gamma = 0.1;           // step, multistep
+  std::vector<int> milestones;  // epochs, increasing (multistep)
+  double eta_min = 0.0;         // cosine
+  double warmup_epochs = 0.0;   // may be fractional
+  double warmup_start_factor = 0.1;
 };
+
+// W of the formula above.
+int64_t warmup_steps(const ScheduleSpec& schedule);
 
 // The learning rate of global step `step` (0-based) of a run of `total_steps` steps, in double.
 double scheduled_lr(const ScheduleSpec& schedule, int64_t step, int64_t total_steps);

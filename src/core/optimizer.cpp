@@ -1,5 +1,8 @@
 #include "gputrain/optimizer.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 #include "gputrain/config.hpp"
 #include "gputrain/errors.hpp"
 
@@ -20,20 +23,59 @@ std::vector<OptimizerStateInfo> optimizer_state(const OptimizerSpec& spec) {
   switch (spec.kind) {
     case OptimizerKind::Sgd:
       return {{"momentum", "momentum."}};
+    case OptimizerKind::AdamW:
+      return {{"exp_avg", "adam.m."}, {"exp_avg_sq", "adam.v."}};
   }
   return {};
 }
 
-double scheduled_lr(const ScheduleSpec& schedule, int64_t /*step*/, int64_t /*total_steps*/) {
-  return schedule.base_lr;
+int64_t warmup_steps(const ScheduleSpec& schedule) {
+  return std::llround(schedule.warmup_epochs * double(schedule.steps_per_epoch));
 }
 
-std::vector<StepHyper> step_table(const OptimizerSpec& /*optimizer*/, const ScheduleSpec& schedule,
+double scheduled_lr(const ScheduleSpec& schedule, int64_t step, int64_t total_steps) {
+  const int64_t W = warmup_steps(schedule);
+  const double f = schedule.warmup_start_factor;
+  const double warm = W > 0 ? f + (1.0 - f) * double(std::min(step, W)) / double(W) : 1.0;
+  const int64_t epoch = step / std::max<int64_t>(schedule.steps_per_epoch, 1);
+  double decay = 1.0;
+  switch (schedule.kind) {
+    case ScheduleKind::Constant:
+      break;
+    case ScheduleKind::Step:
+      decay = std::pow(schedule.gamma, double(epoch / std::max(schedule.step_size, 1)));
+      break;
+    case ScheduleKind::MultiStep: {
+      const auto passed = std::count_if(schedule.milestones.begin(), schedule.milestones.end(),
+                                        [&](int m) { return m <= epoch; });
+      decay = std::pow(schedule.gamma, double(passed));
+      break;
+    }
+    case ScheduleKind::Cosine:
+      if (step >= W && total_steps > W) {
+        const double m = schedule.base_lr > 0 ? schedule.eta_min / schedule.base_lr : 0.0;
+        const double progress = double(step - W) / double(total_steps - W);
+        decay = m + (1.0 - m) * (1.0 + std::cos(M_PI * progress)) / 2.0;
+      }
+      break;
+  }
+  return schedule.base_lr * warm * decay;
+}
+
+std::vector<StepHyper> step_table(const OptimizerSpec& optimizer, const ScheduleSpec& schedule,
                                   int64_t total_steps) {
   if (total_steps < 1) total_steps = 1;
   std::vector<StepHyper> table(static_cast<size_t>(total_steps));
-  for (int64_t s = 0; s < total_steps; ++s)
-    table[size_t(s)].lr = float(scheduled_lr(schedule, s, total_steps));
+  for (int64_t s = 0; s < total_steps; ++s) {
+    StepHyper& h = table[size_t(s)];
+    h.lr = float(scheduled_lr(schedule, s, total_steps));
+    if (optimizer.kind == OptimizerKind::AdamW) {
+      // As torch.optim.AdamW: in Python floats (double), t = s + 1.
+      const double t = double(s + 1);
+      h.bias_correction1 = float(1.0 - std::pow(optimizer.beta1, t));
+      h.bias_correction2_sqrt = float(std::sqrt(1.0 - std::pow(optimizer.beta2, t)));
+    }
+  }
   return table;
 }
 

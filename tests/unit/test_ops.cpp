@@ -64,9 +64,8 @@ TEST_CASE("conv2d forward equals the direct convolution", "[ops][conv]") {
 }
 
 TEST_CASE("conv2d backward matches finite differences", "[ops][conv][gradient]") {
-  const ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1),
-                                     geometry(3, 2, 5, 5, 3, 3, 1, 1),
-                                     geometry(2, 3, 4, 5, 2, 1, 1, 0)};
+  const ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1), geometry(3, 2, 5, 5, 3, 3, 1, 1),
+                                geometry(2, 3, 4, 5, 2, 1, 1, 0)};
   for (const auto& g : cases) {
     const size_t xs = size_t(g.batch) * g.in_channels * g.in_height * g.in_width;
     const size_t ys = size_t(g.batch) * g.out_channels * g.out_height() * g.out_width();
@@ -262,6 +261,40 @@ TEST_CASE("sgd_update follows torch.optim.SGD", "[ops][sgd]") {
         wr[i] -= 0.1 * d;
       }
       for (int i = 0; i < n; ++i) REQUIRE(w[i] == Approx(wr[i]).margin(1e-6));
+    }
+  }
+}
+
+TEST_CASE("adamw_update follows torch.optim.AdamW", "[ops][adamw]") {
+  for (const float wd : {0.0f, 0.05f}) {
+    const int n = 41;
+    auto w = random_vector(n, 27);
+    std::vector<float> m(n, 0.0f), v(n, 0.0f);
+    std::vector<double> wr(w.begin(), w.end()), mr(n, 0.0), vr(n, 0.0);
+    const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    for (int step = 1; step <= 4; ++step) {
+      auto g = random_vector(n, 30 + step);
+      if (step == 3) g[5] = 0.0f;  // a zero gradient: the eps region
+      cpu::AdamWParams p;
+      p.lr = float(lr);
+      p.weight_decay = wd;
+      p.bias_correction1 = float(1 - std::pow(b1, step));
+      p.bias_correction2_sqrt = float(std::sqrt(1 - std::pow(b2, step)));
+      cpu::adamw_update(n, w.data(), g.data(), m.data(), v.data(), p);
+      // torch/optim/adamw.py (_single_tensor_adamw), in double:
+      for (int i = 0; i < n; ++i) {
+        wr[i] *= 1 - lr * wd;
+        mr[i] = b1 * mr[i] + (1 - b1) * g[i];
+        vr[i] = b2 * vr[i] + (1 - b2) * double(g[i]) * g[i];
+        const double denom = std::sqrt(vr[i]) / std::sqrt(1 - std::pow(b2, step)) + eps;
+        wr[i] -= lr / (1 - std::pow(b1, step)) * mr[i] / denom;
+      }
+      for (int i = 0; i < n; ++i) {
+        INFO("step " << step << ", wd " << wd << ", i " << i);
+        REQUIRE(w[i] == Approx(wr[i]).margin(1e-6));
+        REQUIRE(m[i] == Approx(mr[i]).margin(1e-7));
+        REQUIRE(v[i] == Approx(vr[i]).margin(1e-8));
+      }
     }
   }
 }

@@ -27,6 +27,20 @@ void optimizer_step(const OptimizerSpec& spec, const StepHyper& hyper, int64_t n
       sgd_update(n, w, g, state.find("momentum")->data(), p);
       return;
     }
+    case OptimizerKind::AdamW: {
+      AdamWParams p;
+      p.lr = hyper.lr;
+      p.beta1 = float(spec.beta1);
+      p.beta2 = float(spec.beta2);
+      p.one_minus_beta1 = float(1.0 - spec.beta1);
+      p.one_minus_beta2 = float(1.0 - spec.beta2);
+      p.eps = float(spec.eps);
+      p.weight_decay = spec.weight_decay;
+      p.bias_correction1 = hyper.bias_correction1;
+      p.bias_correction2_sqrt = hyper.bias_correction2_sqrt;
+      adamw_update(n, w, g, state.find("exp_avg")->data(), state.find("exp_avg_sq")->data(), p);
+      return;
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests of the gputrain binary (tests/cli).
 
-Everything here is independent of gputrain's own code: a safetensors reader/writer, an IDX writer, a
+Everything here is independent of gputrain's own code: safetensors files (through the suites' shared
+tests/support/safetensors_io.py), an IDX writer, a
 synthetic data set, config text, a NumPy forward pass of the configured network (PyTorch semantics),
 and the checks on how the binary runs and fails.
 """
@@ -16,6 +17,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
+import safetensors_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,79 +134,21 @@ def project_version():
 # ---------------------------------------------------------------------------------------------
 # safetensors (https://github.com/huggingface/safetensors)
 
-_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "F64": ("<f8", 8), "I64": ("<i8", 8),
-           "I32": ("<i4", 4), "U8": ("u1", 1)}
-
-
-class SafeTensors:
-    def __init__(self, tensors, metadata, header, raw):
-        self.tensors = tensors    # name -> np.ndarray
-        self.metadata = metadata  # dict or None
-        self.header = header      # the parsed JSON header
-        self.raw = raw            # name -> bytes as stored
-
-    def names(self):
-        return set(self.tensors)
-
-    def shapes(self):
-        return {k: list(v.shape) for k, v in self.tensors.items()}
+# One reader/writer for every Python suite: tests/support/safetensors_io.py (conftest.py puts
+# tests/support on sys.path).
+SafeTensors = safetensors_io.SafeTensors
 
 
 def read_safetensors(path):
-    """Reads and strictly validates a safetensors file (the rules of the safetensors library)."""
-    data = Path(path).read_bytes()
-    assert len(data) >= 8, f"{path}: shorter than the 8-byte header length"
-    (n,) = struct.unpack("<Q", data[:8])
-    assert 8 + n <= len(data), f"{path}: header length {n} beyond the file ({len(data)} bytes)"
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-    assert isinstance(header, dict), f"{path}: header is not a JSON object"
-    metadata = header.get("__metadata__")
-    if metadata is not None:
-        assert isinstance(metadata, dict), f"{path}: __metadata__ is not an object"
-        for k, v in metadata.items():
-            assert isinstance(v, str), f"{path}: __metadata__[{k!r}] is not a string"
-    body = data[8 + n:]
-    tensors, raw, spans = {}, {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert set(info) == {"dtype", "shape", "data_offsets"}, f"{path}: {name}: keys {info}"
-        assert info["dtype"] in _DTYPES, f"{path}: {name}: dtype {info['dtype']}"
-        np_dtype, size = _DTYPES[info["dtype"]]
-        shape = info["shape"]
-        begin, end = info["data_offsets"]
-        count = int(np.prod(shape)) if shape else 1
-        assert 0 <= begin <= end <= len(body), f"{path}: {name}: offsets {begin},{end} outside data"
-        assert end - begin == count * size, f"{path}: {name}: offsets do not match the shape"
-        raw[name] = body[begin:end]
-        tensors[name] = np.frombuffer(body[begin:end], dtype=np_dtype).reshape(shape).copy()
-        spans.append((begin, end, name))
-    # The tensors cover the data area exactly, without holes or overlaps (safetensors checks this).
-    spans.sort()
-    pos = 0
-    for begin, end, name in spans:
-        assert begin == pos, f"{path}: {name}: data starts at {begin}, expected {pos}"
-        pos = end
-    assert pos == len(body), f"{path}: {len(body) - pos} bytes after the last tensor"
-    return SafeTensors(tensors, metadata, header, raw)
+    """Reads and strictly validates a safetensors file (the rules of the safetensors library);
+    a SafeTensors (.tensors, .metadata, .header, .raw) or SafetensorsError."""
+    return safetensors_io.load(path)
 
 
 def write_safetensors(path, tensors, metadata=None, dtype="F32", header_override=None):
     """Writes {name: array} as safetensors (F32 unless `dtype`), header padded to 8 bytes."""
-    np_dtype, _ = _DTYPES[dtype]
-    header, chunks, offset = {}, [], 0
-    for name, array in tensors.items():
-        b = np.ascontiguousarray(array, dtype=np_dtype).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(np.shape(array)),
-                        "data_offsets": [offset, offset + len(b)]}
-        chunks.append(b)
-        offset += len(b)
-    if metadata is not None:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    n = len(text) if header_override is None else header_override
-    Path(path).write_bytes(struct.pack("<Q", n) + text + b"".join(chunks))
+    safetensors_io.write(path, tensors, metadata=metadata, dtype=dtype,
+                         header_override=header_override)
 
 
 def assert_bitwise_equal(path_a, path_b):

@@ -2,7 +2,7 @@
 
 Everything here is independent of gputrain's own code: safetensors files (through the suites' shared
 tests/support/safetensors_io.py), an IDX writer, a
-synthetic data set, config text, a NumPy forward pass of the configured network (PyTorch semantics),
+synthetic data set, config text (PyYAML, through tests/support/yaml_io.py), a NumPy forward pass of the configured network (PyTorch semantics),
 and the checks on how the binary runs and fails.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import safetensors_io
+import yaml_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -229,60 +230,31 @@ SMALL_LAYERS = [
 ]
 
 
-def _yaml_value(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
 def config_text(data_dir, out_dir, layers=None, input_shape=(1, SIDE, SIDE), mean="auto",
                 std="auto", lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, batch_size=32,
                 seed=7, shuffle=True, threads=1, log_interval=20, device="cpu", train_limit=0,
                 test_limit=0, extra_train_lines=()):
-    layers = SMALL_LAYERS if layers is None else layers
-    layer_lines = "\n".join(
-        "    - {" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in layer.items()) + "}"
-        for layer in layers)
-    extra = "".join(f"  {line}\n" for line in extra_train_lines)
-    return f"""# gputrain cli test config
-model:
-  input: {_yaml_value(list(input_shape))}
-  layers:
-{layer_lines}
-
-data:
-  format: idx
-  dir: {data_dir}
-  train_limit: {train_limit}
-  test_limit: {test_limit}
-  mean: {_yaml_value(mean)}
-  std: {_yaml_value(std)}
-
-optimizer:
-  type: sgd
-  lr: {_yaml_value(float(lr))}
-  momentum: {_yaml_value(float(momentum))}
-  weight_decay: {_yaml_value(float(weight_decay))}
-  nesterov: false
-
-train:
-  epochs: {epochs}
-  batch_size: {batch_size}
-  seed: {seed}
-  shuffle: {_yaml_value(shuffle)}
-  deterministic: false
-  log_interval: {log_interval}
-  threads: {threads}
-{extra}
-output:
-  dir: {out_dir}
-
-device: {device}
-"""
+    """The suite's config as YAML text (tests/support/yaml_io.py: one key per line, layers as
+    `- {type: relu}`, sections separated by a blank line); `extra_train_lines` are raw YAML lines
+    appended to the train section as written (e.g. a duplicate key)."""
+    sections = {
+        "model": {"input": list(input_shape), "layers": SMALL_LAYERS if layers is None else layers},
+        "data": {"format": "idx", "dir": str(data_dir), "train_limit": train_limit,
+                 "test_limit": test_limit, "mean": mean, "std": std},
+        "optimizer": {"type": "sgd", "lr": float(lr), "momentum": float(momentum),
+                      "weight_decay": float(weight_decay), "nesterov": False},
+        "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed, "shuffle": shuffle,
+                  "deterministic": False, "log_interval": log_interval, "threads": threads},
+        "output": {"dir": str(out_dir)},
+        "device": device,
+    }
+    chunks = []
+    for name, value in sections.items():
+        chunk = yaml_io.dump({name: value})
+        if name == "train":
+            chunk += "".join(f"  {line}\n" for line in extra_train_lines)
+        chunks.append(chunk)
+    return "# gputrain cli test config\n" + "\n".join(chunks)
 
 
 def write_config(path, data_dir, out_dir, **kwargs):

@@ -1,8 +1,15 @@
 #include "core/json.hpp"
 
+// nlohmann-json does the lexing, UTF-8 validation and string escaping; this file only builds
+// JsonValue through its SAX interface (adding the checks nlohmann leaves to callers: duplicate
+// keys and nesting depth) and keeps the float writer that nlohmann lacks (shortest float, not
+// double, text). nlohmann stays out of every header.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
+#include <nlohmann/json.hpp>
 
 namespace gputrain {
 
@@ -13,62 +20,87 @@ namespace {
                          wanted);
 }
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not one (overlong forms,
-// surrogates and code points beyond U+10FFFF are invalid, as RFC 3629 says).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = byte(i);
-  if (c < 0x80) return 1;
-  size_t n;
-  uint32_t cp;
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-    cp = c & 0x1F;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    cp = c & 0x0F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    unsigned char d = byte(i + k);
-    if ((d & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (d & 0x3F);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-      (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return n;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 template <typename T>
 std::string shortest(T v) {
   if (!std::isfinite(v)) return "null";
   char buf[64];
   auto res = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, res.ptr);
+}
+
+// A pointer into the text that records how far nlohmann's lexer has read, so that the checks
+// made in SAX callbacks (which nlohmann gives no position) can still name line and column.
+class TrackingIterator {
+ public:
+  using iterator_category = std::input_iterator_tag;
+  using value_type = char;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const char*;
+  using reference = const char&;
+
+  TrackingIterator(const char* p, const char** read_end) : p_(p), read_end_(read_end) {}
+  const char& operator*() const {
+    *read_end_ = p_ + 1;
+    return *p_;
+  }
+  TrackingIterator& operator++() {
+    ++p_;
+    return *this;
+  }
+  TrackingIterator operator++(int) {
+    TrackingIterator before = *this;
+    ++p_;
+    return before;
+  }
+  bool operator==(const TrackingIterator& o) const { return p_ == o.p_; }
+  bool operator!=(const TrackingIterator& o) const { return p_ != o.p_; }
+
+ private:
+  const char* p_;
+  const char** read_end_;
+};
+
+// Bytes outside printable ASCII as \xNN and at most 40 of them: nlohmann quotes the token it
+// read last, which may be a megabyte-long string or hold the invalid bytes it complains about.
+std::string printable_excerpt(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 40; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7F) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+    }
+  }
+  if (s.size() > 40) out += "...";
+  return out;
+}
+
+// nlohmann's message without its "[json.exception.parse_error.101] parse error at line 1,
+// column 2: " prefix (the position is appended in our own form) and with the last-read token
+// made printable.
+std::string nlohmann_detail(const std::string& what) {
+  std::string detail = what;
+  size_t name_end = detail.find("] ");
+  if (detail.rfind("[json.exception.", 0) == 0 && name_end != std::string::npos)
+    detail.erase(0, name_end + 2);
+  size_t column = detail.find(", column ");
+  size_t colon = column == std::string::npos ? column : detail.find(": ", column);
+  if (detail.rfind("parse error", 0) == 0 && colon != std::string::npos) detail.erase(0, colon + 2);
+  const std::string last_read = "; last read: '";
+  size_t token = detail.find(last_read);
+  if (token != std::string::npos) {
+    size_t token_start = token + last_read.size();
+    size_t token_end = detail.rfind('\'');
+    if (token_end == std::string::npos || token_end < token_start) token_end = detail.size();
+    detail =
+        detail.substr(0, token_start) +
+        printable_excerpt(std::string_view(detail).substr(token_start, token_end - token_start)) +
+        "'";
+  }
+  return detail;
 }
 
 }  // namespace
@@ -203,25 +235,65 @@ void JsonValue::dump_to(std::string& out) const {
 
 // ---- parser ----
 
+// nlohmann's SAX handler (the name is JsonValue's friend): builds the JsonValue tree without
+// recursion (nlohmann's parser keeps its own explicit stack, so deep input cannot exhaust ours).
 class JsonParser {
  public:
+  using number_integer_t = nlohmann::json::number_integer_t;
+  using number_unsigned_t = nlohmann::json::number_unsigned_t;
+  using number_float_t = nlohmann::json::number_float_t;
+  using string_t = nlohmann::json::string_t;
+  using binary_t = nlohmann::json::binary_t;
+
   JsonParser(std::string_view text, int max_depth) : s_(text), max_depth_(max_depth) {}
 
   JsonValue parse_document() {
-    skip_ws();
-    if (pos_ >= s_.size()) fail("empty input, expected a JSON value");
-    JsonValue v = parse_value(0);
-    skip_ws();
-    if (pos_ < s_.size()) fail("unexpected " + describe_here() + " after the JSON value");
-    return v;
+    const char* first = s_.data();
+    read_end_ = first;
+    TrackingIterator begin(first, &read_end_), end(first + s_.size(), &read_end_);
+    // strict: nothing but whitespace after the value; comments are not JSON.
+    nlohmann::json::sax_parse(begin, end, this, nlohmann::json::input_format_t::json,
+                              /*strict=*/true, /*ignore_comments=*/false);
+    return std::move(root_);
+  }
+
+  // SAX callbacks.
+  bool null() { return add(JsonValue()); }
+  bool boolean(bool b) { return add(JsonValue(b)); }
+  // nlohmann reports a number without fraction or exponent here when it fits int64 and has a
+  // minus sign (number_unsigned otherwise): so 0 here was written "-0", a double -0.0.
+  bool number_integer(number_integer_t i) {
+    JsonValue v(i);
+    if (i == 0) v.number_ = -0.0;
+    return add(std::move(v));
+  }
+  bool number_unsigned(number_unsigned_t u) { return add(JsonValue(u)); }  // exact if <= INT64_MAX
+  bool number_float(number_float_t d, const string_t&) { return add(JsonValue(d)); }
+  bool string(string_t& s) { return add(JsonValue(std::move(s))); }
+  bool binary(binary_t&) { return false; }  // only binary formats (CBOR, ...) produce these
+  bool start_object(std::size_t) { return open(JsonValue::object()); }
+  bool start_array(std::size_t) { return open(JsonValue::array()); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(string_t& k) {
+    // The lexer has read up to the closing quote of the key.
+    for (const auto& m : open_.back()->object_)
+      if (m.first == k) fail_at("duplicate key \"" + json_escape(k) + "\"", last_read());
+    key_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) {
+    // position counts the characters read, the offending one included.
+    fail_at(nlohmann_detail(e.what()), position > 0 ? position - 1 : 0);
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const { fail_at(what, pos_); }
+  size_t last_read() const { return read_end_ > s_.data() ? size_t(read_end_ - s_.data()) - 1 : 0; }
 
   [[noreturn]] void fail_at(const std::string& what, size_t at) const {
+    at = std::min(at, s_.size());
     size_t line = 1, col = 1;
-    for (size_t i = 0; i < at && i < s_.size(); ++i) {
+    for (size_t i = 0; i < at; ++i) {
       if (s_[i] == '\n') {
         ++line;
         col = 1;
@@ -234,265 +306,45 @@ class JsonParser {
                          at);
   }
 
-  std::string describe_here() const {
-    if (pos_ >= s_.size()) return "end of input";
-    unsigned char c = static_cast<unsigned char>(s_[pos_]);
-    if (c >= 0x20 && c < 0x7F) return std::string("'") + static_cast<char>(c) + "'";
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "byte 0x%02X", c);
-    return buf;
+  // Places v in the open array or object (or as the document); returns where it now lives.
+  JsonValue* place(JsonValue v) {
+    if (open_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    JsonValue& parent = *open_.back();
+    if (parent.type_ == JsonValue::Type::Array) {
+      parent.array_.push_back(std::move(v));
+      return &parent.array_.back();
+    }
+    parent.object_.emplace_back(std::move(key_), std::move(v));
+    return &parent.object_.back().second;
   }
 
-  void skip_ws() {
-    while (pos_ < s_.size() &&
-           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
-      ++pos_;
+  bool add(JsonValue v) {
+    place(std::move(v));
+    return true;
   }
 
-  void expect_literal(std::string_view word) {
-    if (s_.substr(pos_, word.size()) != word)
-      fail("invalid literal, expected '" + std::string(word) + "'");
-    pos_ += word.size();
+  // The pointers in open_ stay valid: only the innermost open container grows.
+  bool open(JsonValue container) {
+    if (open_.size() >= size_t(max_depth_))
+      fail_at("nesting deeper than " + std::to_string(max_depth_) + " levels", last_read());
+    open_.push_back(place(std::move(container)));
+    return true;
   }
 
-  JsonValue parse_value(int depth) {
-    if (pos_ >= s_.size()) fail("unexpected end of input, expected a value");
-    char c = s_[pos_];
-    switch (c) {
-      case '{':
-        return parse_object(depth + 1);
-      case '[':
-        return parse_array(depth + 1);
-      case '"': {
-        JsonValue v(JsonValue::Type::String);
-        v.string_ = parse_string();
-        return v;
-      }
-      case 't':
-        expect_literal("true");
-        return JsonValue(true);
-      case 'f':
-        expect_literal("false");
-        return JsonValue(false);
-      case 'n':
-        expect_literal("null");
-        return JsonValue();
-      default:
-        if (c == '-' || (c >= '0' && c <= '9')) return parse_number();
-        fail("unexpected " + describe_here() + ", expected a value");
-    }
-  }
-
-  void check_depth(int depth) {
-    if (depth > max_depth_) fail("nesting deeper than " + std::to_string(max_depth_) + " levels");
-  }
-
-  JsonValue parse_object(int depth) {
-    check_depth(depth);
-    JsonValue obj(JsonValue::Type::Object);
-    ++pos_;  // '{'
-    skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == '}') {
-      ++pos_;
-      return obj;
-    }
-    for (;;) {
-      skip_ws();
-      if (pos_ >= s_.size() || s_[pos_] != '"')
-        fail("unexpected " + describe_here() + ", expected a string key");
-      size_t key_at = pos_;
-      std::string key = parse_string();
-      for (const auto& m : obj.object_)
-        if (m.first == key) fail_at("duplicate key \"" + json_escape(key) + "\"", key_at);
-      skip_ws();
-      if (pos_ >= s_.size() || s_[pos_] != ':')
-        fail("unexpected " + describe_here() + ", expected ':' after an object key");
-      ++pos_;
-      skip_ws();
-      JsonValue v = parse_value(depth);
-      obj.object_.emplace_back(std::move(key), std::move(v));
-      skip_ws();
-      if (pos_ < s_.size() && s_[pos_] == ',') {
-        ++pos_;
-        continue;
-      }
-      if (pos_ < s_.size() && s_[pos_] == '}') {
-        ++pos_;
-        return obj;
-      }
-      fail("unexpected " + describe_here() + ", expected ',' or '}' in an object");
-    }
-  }
-
-  JsonValue parse_array(int depth) {
-    check_depth(depth);
-    JsonValue arr(JsonValue::Type::Array);
-    ++pos_;  // '['
-    skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == ']') {
-      ++pos_;
-      return arr;
-    }
-    for (;;) {
-      skip_ws();
-      arr.array_.push_back(parse_value(depth));
-      skip_ws();
-      if (pos_ < s_.size() && s_[pos_] == ',') {
-        ++pos_;
-        continue;
-      }
-      if (pos_ < s_.size() && s_[pos_] == ']') {
-        ++pos_;
-        return arr;
-      }
-      fail("unexpected " + describe_here() + ", expected ',' or ']' in an array");
-    }
-  }
-
-  uint32_t parse_hex4() {
-    if (pos_ + 4 > s_.size()) fail("truncated \\u escape");
-    uint32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      char c = s_[pos_ + size_t(k)];
-      v <<= 4;
-      if (c >= '0' && c <= '9')
-        v |= uint32_t(c - '0');
-      else if (c >= 'a' && c <= 'f')
-        v |= uint32_t(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F')
-        v |= uint32_t(c - 'A' + 10);
-      else
-        fail_at("invalid hex digit in a \\u escape", pos_ + size_t(k));
-    }
-    pos_ += 4;
-    return v;
-  }
-
-  std::string parse_string() {
-    size_t start = pos_;
-    ++pos_;  // opening quote
-    std::string out;
-    for (;;) {
-      if (pos_ >= s_.size()) fail_at("unterminated string", start);
-      unsigned char c = static_cast<unsigned char>(s_[pos_]);
-      if (c == '"') {
-        ++pos_;
-        return out;
-      }
-      if (c < 0x20) fail("unescaped control character in a string");
-      if (c == '\\') {
-        ++pos_;
-        if (pos_ >= s_.size()) fail_at("unterminated string", start);
-        char e = s_[pos_++];
-        switch (e) {
-          case '"':
-            out += '"';
-            break;
-          case '\\':
-            out += '\\';
-            break;
-          case '/':
-            out += '/';
-            break;
-          case 'b':
-            out += '\b';
-            break;
-          case 'f':
-            out += '\f';
-            break;
-          case 'n':
-            out += '\n';
-            break;
-          case 'r':
-            out += '\r';
-            break;
-          case 't':
-            out += '\t';
-            break;
-          case 'u': {
-            size_t esc_at = pos_ - 2;
-            uint32_t cp = parse_hex4();
-            if (cp >= 0xDC00 && cp <= 0xDFFF) fail_at("unpaired low surrogate escape", esc_at);
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-              if (s_.substr(pos_, 2) != "\\u") fail_at("unpaired high surrogate escape", esc_at);
-              pos_ += 2;
-              uint32_t lo = parse_hex4();
-              if (lo < 0xDC00 || lo > 0xDFFF) fail_at("unpaired high surrogate escape", esc_at);
-              cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            append_utf8(out, cp);
-            break;
-          }
-          default:
-            fail_at("invalid escape sequence", pos_ - 2);
-        }
-        continue;
-      }
-      size_t n = utf8_sequence_length(s_, pos_);
-      if (n == 0) fail("invalid UTF-8 in a string");
-      out.append(s_.data() + pos_, n);
-      pos_ += n;
-    }
-  }
-
-  JsonValue parse_number() {
-    size_t start = pos_;
-    auto digit = [&](size_t k) { return k < s_.size() && s_[k] >= '0' && s_[k] <= '9'; };
-    if (s_[pos_] == '-') ++pos_;
-    if (!digit(pos_)) fail("invalid number: expected a digit");
-    if (s_[pos_] == '0') {
-      ++pos_;
-      if (digit(pos_)) fail("invalid number: leading zero");
-    } else {
-      while (digit(pos_)) ++pos_;
-    }
-    bool integral = true;
-    if (pos_ < s_.size() && s_[pos_] == '.') {
-      integral = false;
-      ++pos_;
-      if (!digit(pos_)) fail("invalid number: expected a digit after '.'");
-      while (digit(pos_)) ++pos_;
-    }
-    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
-      integral = false;
-      ++pos_;
-      if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
-      if (!digit(pos_)) fail("invalid number: expected a digit in the exponent");
-      while (digit(pos_)) ++pos_;
-    }
-    const char* first = s_.data() + start;
-    const char* last = s_.data() + pos_;
-    JsonValue v(JsonValue::Type::Number);
-    if (integral) {
-      int64_t i = 0;
-      auto r = std::from_chars(first, last, i);
-      if (r.ec == std::errc() && r.ptr == last) {
-        v.integer_ = true;
-        v.int_ = i;
-        // "-0" is an integer, but the double keeps its sign so that -0.0 round-trips.
-        v.number_ = (i == 0 && *first == '-') ? -0.0 : static_cast<double>(i);
-        return v;
-      }
-    }
-    double d = 0;
-    auto r = std::from_chars(first, last, d);
-    if (r.ec == std::errc::result_out_of_range) {
-      // Underflow to zero is harmless; overflow would need an infinity JSON cannot hold.
-      bool tiny = false;
-      for (const char* p = first; p < last; ++p)
-        if (*p == 'e' || *p == 'E') tiny = p + 1 < last && p[1] == '-';
-      if (!tiny) fail_at("number out of range", start);
-      d = 0;
-    } else if (r.ec != std::errc() || r.ptr != last) {
-      fail_at("invalid number", start);
-    }
-    v.number_ = d;
-    return v;
+  bool close() {
+    open_.pop_back();
+    return true;
   }
 
   std::string_view s_;
   int max_depth_;
-  size_t pos_ = 0;
+  const char* read_end_ = nullptr;  // one past the last character the lexer read
+  JsonValue root_;
+  std::vector<JsonValue*> open_;
+  std::string key_;
 };
 
 JsonValue parse_json(std::string_view text, int max_depth) {
@@ -501,61 +353,25 @@ JsonValue parse_json(std::string_view text, int max_depth) {
 
 // ---- writers ----
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      size_t n = utf8_sequence_length(s, i);
-      if (n == 0) {
-        out += "\xEF\xBF\xBD";  // U+FFFD
-        ++i;
-      } else {
-        out.append(s.data() + i, n);
-        i += n;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7F) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04X", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-    ++i;
+std::string json_quote(std::string_view s) {
+  // ensure_ascii off: valid UTF-8 passes through; replace: invalid bytes become U+FFFD.
+  std::string out =
+      nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // nlohmann writes control characters as \u001f; the hex digits are upper case here, as
+  // they always were in our files.
+  for (size_t i = 0; i + 1 < out.size(); ++i) {
+    if (out[i] != '\\') continue;
+    if (out[i + 1] == 'u')
+      for (size_t k = i + 2; k < i + 6 && k < out.size(); ++k)
+        if (out[k] >= 'a' && out[k] <= 'f') out[k] = static_cast<char>(out[k] - 'a' + 'A');
+    ++i;  // skip the escaped character, so that "\\u" is not taken for an escape
   }
   return out;
 }
 
-std::string json_quote(std::string_view s) {
-  return "\"" + json_escape(s) + "\"";
+std::string json_escape(std::string_view s) {
+  std::string quoted = json_quote(s);
+  return quoted.substr(1, quoted.size() - 2);
 }
 
 std::string json_number(double v) {

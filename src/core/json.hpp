@@ -1,5 +1,6 @@
 // A small JSON value, a strict parser and writer helpers: enough for safetensors headers,
-// metrics.jsonl and `eval --json`, with no dependency and no locale sensitivity.
+// metrics.jsonl and `eval --json`, with no locale sensitivity. nlohmann-json parses and escapes
+// behind this interface (json.cpp); it is not part of it, so includers need no nlohmann.
 #pragma once
 
 #include <cstddef>

@@ -1,7 +1,8 @@
 """Helpers for the end-to-end tests of the gputrain binary (tests/cli).
 
-Everything here is independent of gputrain's own code: a safetensors reader/writer, an IDX writer, a
-synthetic data set, config text, a NumPy forward pass of the configured network (PyTorch semantics),
+Everything here is independent of gputrain's own code: safetensors files (through the suites' shared
+tests/support/safetensors_io.py), an IDX writer, a
+synthetic data set, config text (PyYAML, through tests/support/yaml_io.py), a NumPy forward pass of the configured network (PyTorch semantics),
 and the checks on how the binary runs and fails.
 """
 
@@ -16,6 +17,9 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
+import safetensors_io
+import yaml_io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,79 +135,21 @@ def project_version():
 # ---------------------------------------------------------------------------------------------
 # safetensors (https://github.com/huggingface/safetensors)
 
-_DTYPES = {"F32": ("<f4", 4), "F16": ("<f2", 2), "F64": ("<f8", 8), "I64": ("<i8", 8),
-           "I32": ("<i4", 4), "U8": ("u1", 1)}
-
-
-class SafeTensors:
-    def __init__(self, tensors, metadata, header, raw):
-        self.tensors = tensors    # name -> np.ndarray
-        self.metadata = metadata  # dict or None
-        self.header = header      # the parsed JSON header
-        self.raw = raw            # name -> bytes as stored
-
-    def names(self):
-        return set(self.tensors)
-
-    def shapes(self):
-        return {k: list(v.shape) for k, v in self.tensors.items()}
+# One reader/writer for every Python suite: tests/support/safetensors_io.py (conftest.py puts
+# tests/support on sys.path).
+SafeTensors = safetensors_io.SafeTensors
 
 
 def read_safetensors(path):
-    """Reads and strictly validates a safetensors file (the rules of the safetensors library)."""
-    data = Path(path).read_bytes()
-    assert len(data) >= 8, f"{path}: shorter than the 8-byte header length"
-    (n,) = struct.unpack("<Q", data[:8])
-    assert 8 + n <= len(data), f"{path}: header length {n} beyond the file ({len(data)} bytes)"
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-    assert isinstance(header, dict), f"{path}: header is not a JSON object"
-    metadata = header.get("__metadata__")
-    if metadata is not None:
-        assert isinstance(metadata, dict), f"{path}: __metadata__ is not an object"
-        for k, v in metadata.items():
-            assert isinstance(v, str), f"{path}: __metadata__[{k!r}] is not a string"
-    body = data[8 + n:]
-    tensors, raw, spans = {}, {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert set(info) == {"dtype", "shape", "data_offsets"}, f"{path}: {name}: keys {info}"
-        assert info["dtype"] in _DTYPES, f"{path}: {name}: dtype {info['dtype']}"
-        np_dtype, size = _DTYPES[info["dtype"]]
-        shape = info["shape"]
-        begin, end = info["data_offsets"]
-        count = int(np.prod(shape)) if shape else 1
-        assert 0 <= begin <= end <= len(body), f"{path}: {name}: offsets {begin},{end} outside data"
-        assert end - begin == count * size, f"{path}: {name}: offsets do not match the shape"
-        raw[name] = body[begin:end]
-        tensors[name] = np.frombuffer(body[begin:end], dtype=np_dtype).reshape(shape).copy()
-        spans.append((begin, end, name))
-    # The tensors cover the data area exactly, without holes or overlaps (safetensors checks this).
-    spans.sort()
-    pos = 0
-    for begin, end, name in spans:
-        assert begin == pos, f"{path}: {name}: data starts at {begin}, expected {pos}"
-        pos = end
-    assert pos == len(body), f"{path}: {len(body) - pos} bytes after the last tensor"
-    return SafeTensors(tensors, metadata, header, raw)
+    """Reads and strictly validates a safetensors file (the rules of the safetensors library);
+    a SafeTensors (.tensors, .metadata, .header, .raw) or SafetensorsError."""
+    return safetensors_io.load(path)
 
 
 def write_safetensors(path, tensors, metadata=None, dtype="F32", header_override=None):
     """Writes {name: array} as safetensors (F32 unless `dtype`), header padded to 8 bytes."""
-    np_dtype, _ = _DTYPES[dtype]
-    header, chunks, offset = {}, [], 0
-    for name, array in tensors.items():
-        b = np.ascontiguousarray(array, dtype=np_dtype).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(np.shape(array)),
-                        "data_offsets": [offset, offset + len(b)]}
-        chunks.append(b)
-        offset += len(b)
-    if metadata is not None:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    n = len(text) if header_override is None else header_override
-    Path(path).write_bytes(struct.pack("<Q", n) + text + b"".join(chunks))
+    safetensors_io.write(path, tensors, metadata=metadata, dtype=dtype,
+                         header_override=header_override)
 
 
 def assert_bitwise_equal(path_a, path_b):
@@ -284,60 +230,31 @@ SMALL_LAYERS = [
 ]
 
 
-def _yaml_value(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
 def config_text(data_dir, out_dir, layers=None, input_shape=(1, SIDE, SIDE), mean="auto",
                 std="auto", lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, batch_size=32,
                 seed=7, shuffle=True, threads=1, log_interval=20, device="cpu", train_limit=0,
                 test_limit=0, extra_train_lines=()):
-    layers = SMALL_LAYERS if layers is None else layers
-    layer_lines = "\n".join(
-        "    - {" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in layer.items()) + "}"
-        for layer in layers)
-    extra = "".join(f"  {line}\n" for line in extra_train_lines)
-    return f"""# gputrain cli test config
-model:
-  input: {_yaml_value(list(input_shape))}
-  layers:
-{layer_lines}
-
-data:
-  format: idx
-  dir: {data_dir}
-  train_limit: {train_limit}
-  test_limit: {test_limit}
-  mean: {_yaml_value(mean)}
-  std: {_yaml_value(std)}
-
-optimizer:
-  type: sgd
-  lr: {_yaml_value(float(lr))}
-  momentum: {_yaml_value(float(momentum))}
-  weight_decay: {_yaml_value(float(weight_decay))}
-  nesterov: false
-
-train:
-  epochs: {epochs}
-  batch_size: {batch_size}
-  seed: {seed}
-  shuffle: {_yaml_value(shuffle)}
-  deterministic: false
-  log_interval: {log_interval}
-  threads: {threads}
-{extra}
-output:
-  dir: {out_dir}
-
-device: {device}
-"""
+    """The suite's config as YAML text (tests/support/yaml_io.py: one key per line, layers as
+    `- {type: relu}`, sections separated by a blank line); `extra_train_lines` are raw YAML lines
+    appended to the train section as written (e.g. a duplicate key)."""
+    sections = {
+        "model": {"input": list(input_shape), "layers": SMALL_LAYERS if layers is None else layers},
+        "data": {"format": "idx", "dir": str(data_dir), "train_limit": train_limit,
+                 "test_limit": test_limit, "mean": mean, "std": std},
+        "optimizer": {"type": "sgd", "lr": float(lr), "momentum": float(momentum),
+                      "weight_decay": float(weight_decay), "nesterov": False},
+        "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed, "shuffle": shuffle,
+                  "deterministic": False, "log_interval": log_interval, "threads": threads},
+        "output": {"dir": str(out_dir)},
+        "device": device,
+    }
+    chunks = []
+    for name, value in sections.items():
+        chunk = yaml_io.dump({name: value})
+        if name == "train":
+            chunk += "".join(f"  {line}\n" for line in extra_train_lines)
+        chunks.append(chunk)
+    return "# gputrain cli test config\n" + "\n".join(chunks)
 
 
 def write_config(path, data_dir, out_dir, **kwargs):

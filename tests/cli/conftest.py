@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# tests/support: what the Python suites share (safetensors_io.py, yaml_io.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 import cli_helpers as h  # noqa: E402
 
 

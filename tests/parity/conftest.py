@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# tests/support: what the Python suites share (safetensors_io.py, yaml_io.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
 import parity_lib  # noqa: E402
 

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import safetensors_io
+import yaml_io
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = os.environ.get("GPUTRAIN_FASHION_DIR", "/usr/share/datasets/fashion-mnist")
@@ -115,30 +116,16 @@ def run(args, expect_rc=0, timeout=600):
 def yaml_value(v):
     """A --set value / config scalar as YAML text (floats always with a '.', so any YAML reads them as
     floats; lists in flow style)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        s = repr(float(v))
-        if "e" in s and "." not in s.split("e")[0]:
-            m, e = s.split("e")
-            s = f"{m}.0e{e}"
-        return s
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(yaml_value(x) for x in v) + "]"
-    return str(v)
+    return yaml_io.scalar(v)
 
 
 def write_config(path, input_chw, layers, data_dir, data_format="idx"):
     """A gputrain config with the model and the data set; everything else comes from --set."""
-    lines = ["# written by tests/parity", "model:", f"  input: {yaml_value(list(input_chw))}", "  layers:"]
-    for layer in layers:
-        lines.append("    - {" + ", ".join(f"{k}: {yaml_value(v)}" for k, v in layer.items()) + "}")
-    lines += ["data:", f"  format: {data_format}", f"  dir: {data_dir}",
-              "train:", f"  threads: {THREADS}", "  shuffle: false",
-              "device: cpu", ""]
-    Path(path).write_text("\n".join(lines))
+    config = {"model": {"input": list(input_chw), "layers": layers},
+              "data": {"format": data_format, "dir": str(data_dir)},
+              "train": {"threads": THREADS, "shuffle": False},
+              "device": "cpu"}
+    Path(path).write_text(yaml_io.dump(config, comment="written by tests/parity"))
     return Path(path)
 
 

@@ -1,6 +1,6 @@
 """Round trip: gputrain trains -> model.safetensors -> PyTorch load_state_dict(strict=True) ->
 PyTorch scores the test set with the normalization recorded in __metadata__ -> PyTorch writes the
-state_dict back (tests/parity/safetensors_io.py) -> gputrain eval of that file agrees with PyTorch and
+state_dict back (tests/support/safetensors_io.py) -> gputrain eval of that file agrees with PyTorch and
 with gputrain eval of the original. Plus self-checks of the safetensors reader/writer against the
 format's definition, so the round trip does not rest on a reader and a writer that share a mistake."""
 import json

@@ -463,6 +463,9 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   INFO(graph_e->describe());
   CHECK(graph_e->graph_active());
   CHECK(graph_e->graph_replays() == 12);
+  // One graph served every full step: the eager partial batches (another grad_scale) and the
+  // jumps of `first` and of the global step did not make it capture again.
+  CHECK(graph_e->graph_captures() == 1);
   CHECK(graph_e->take_warnings().empty());
   CHECK(!eager_e->graph_active());
   CHECK(eager_e->graph_replays() == 0);
@@ -493,6 +496,7 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   run(0, batch);
   CHECK(graph_e->parameters() == eager_e->parameters());
   CHECK(graph_e->graph_replays() == 13);
+  CHECK(graph_e->graph_captures() == 1);
 }
 
 TEST_CASE("a failed graph capture falls back to eager steps, once, and says why", "[gpu]") {
@@ -514,6 +518,7 @@ TEST_CASE("a failed graph capture falls back to eager steps, once, and says why"
   // eagerly without trying again. Training went on: the same bits as the eager engine.
   INFO(broken->describe());
   CHECK(broken->graph_replays() == 0);
+  CHECK(broken->graph_captures() == 1);  // tried once, never again
   CHECK(!broken->graph_active());
   CHECK(broken->describe().find(", eager (graph capture failed: ") != std::string::npos);
   CHECK(broken->describe().find("cudaError") != std::string::npos);  // the CUDA status by name

@@ -17,6 +17,8 @@ class CudaEngine : public Engine {
   // Full training steps that ran as a replay of the captured graph (the step that captures it
   // included). 0 with --no-graph, after a failed capture, and before the warm-up step.
   virtual int64_t graph_replays() const = 0;
+  // Captures attempted (successful or not). 1 in a run where one graph served every full step.
+  virtual int64_t graph_captures() const = 0;
   // Full steps run as graph replays from now on: graphs on, not given up after a failed capture.
   virtual bool graph_active() const = 0;
   // One line per conv layer and planned batch size: the cuDNN algorithm of each pass (forward,

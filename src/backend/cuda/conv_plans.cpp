@@ -39,16 +39,6 @@ const char* bwd_data_algo_name(int a) {
   return a >= 0 && a < int(std::size(names)) ? names[a] : "UNKNOWN";
 }
 
-// One pass of one conv layer, behind one interface: the typed cuDNN calls are in pass_ops only.
-struct PassOps {
-  const char* what = "";  // "forward", "weight-gradient", "input-gradient"
-  const char* (*algo_name)(int) = nullptr;
-  std::function<std::vector<AlgoOffer>()> rank;
-  std::function<cudnnStatus_t(int algo, size_t* bytes)> workspace;
-  // Only where buffers are given (verification).
-  std::function<cudnnStatus_t(int algo, void* ws, size_t bytes)> run;
-};
-
 // cuDNN's ranked results of a *_v7 heuristics query as generic offers.
 template <typename Perf, typename MaxCount, typename Query>
 std::vector<AlgoOffer> rank_with(MaxCount max_count, Query query) {
@@ -173,9 +163,30 @@ std::string describe_offer(const AlgoOffer& a, const PassOps& ops) {
                        what + "; cuDNN offered: " + (offered.empty() ? "nothing" : offered));
 }
 
-// The heuristics' ranking, our workspace query for each, then the first acceptable one within
-// soft_limit, or failing that within hard_limit.
-void choose(PassChoice& pc, const PassOps& ops, const ConvPlanOptions& o, const std::string& what) {
+std::string report_line(const BatchPlan& bp, const Layer& l, const ConvShape& s,
+                        const CudaLayers& layers, cudnnHandle_t h, bool deterministic) {
+  std::string line = subject(l, bp.n, deterministic) + ":";
+  for (ConvPass pass : {ConvPass::Forward, ConvPass::WeightGrad, ConvPass::InputGrad}) {
+    const PassChoice& pc = s.pass[int(pass)];
+    const PassOps ops = pass_ops(h, layers, l, s, pass, nullptr);
+    line += std::string(pass == ConvPass::Forward ? " " : "; ") + ops.what + " ";
+    if (!pc.needed) {
+      line += "none (its input is data)";
+      continue;
+    }
+    const AlgoOffer& a = pc.offers[size_t(pc.chosen)];
+    line += std::string(ops.algo_name(a.algo)) + " (math " + math_type_name(a.math) + ", " +
+            (a.determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic") +
+            ", workspace " + bytes_text(a.workspace) + ", rank " + std::to_string(pc.chosen + 1) +
+            " of " + std::to_string(pc.offers.size()) + ")";
+  }
+  return line;
+}
+
+}  // namespace
+
+void choose_algorithm(PassChoice& pc, const PassOps& ops, const ConvPlanOptions& o,
+                      const std::string& what) {
   pc.needed = true;
   pc.offers = ops.rank();
   for (AlgoOffer& a : pc.offers) {
@@ -201,12 +212,12 @@ void choose(PassChoice& pc, const PassOps& ops, const ConvPlanOptions& o, const 
   throw_no_algorithm(pc, ops, what);
 }
 
-// Runs the chosen algorithm once; on a refusal, the next acceptable offer that fits `available`.
-void verify(PassChoice& pc, const PassOps& ops, const PassContext& c, const std::string& what) {
+void verify_algorithm(PassChoice& pc, const PassOps& ops, void* workspace, size_t workspace_bytes,
+                      const std::string& what) {
   for (size_t i = size_t(pc.chosen); i < pc.offers.size(); ++i) {
     AlgoOffer& a = pc.offers[i];
-    if (!a.passed_over.empty() || a.workspace > c.workspace_bytes) continue;
-    const cudnnStatus_t st = ops.run(a.algo, c.workspace, c.workspace_bytes);
+    if (!a.passed_over.empty() || a.workspace > workspace_bytes) continue;
+    const cudnnStatus_t st = ops.run(a.algo, workspace, workspace_bytes);
     if (st == CUDNN_STATUS_SUCCESS) {
       pc.chosen = int(i);
       return;
@@ -215,28 +226,6 @@ void verify(PassChoice& pc, const PassOps& ops, const PassContext& c, const std:
   }
   throw_no_algorithm(pc, ops, what);
 }
-
-std::string report_line(const BatchPlan& bp, const Layer& l, const ConvShape& s,
-                        const CudaLayers& layers, cudnnHandle_t h, bool deterministic) {
-  std::string line = subject(l, bp.n, deterministic) + ":";
-  for (ConvPass pass : {ConvPass::Forward, ConvPass::WeightGrad, ConvPass::InputGrad}) {
-    const PassChoice& pc = s.pass[int(pass)];
-    const PassOps ops = pass_ops(h, layers, l, s, pass, nullptr);
-    line += std::string(pass == ConvPass::Forward ? " " : "; ") + ops.what + " ";
-    if (!pc.needed) {
-      line += "none (its input is data)";
-      continue;
-    }
-    const AlgoOffer& a = pc.offers[size_t(pc.chosen)];
-    line += std::string(ops.algo_name(a.algo)) + " (math " + math_type_name(a.math) + ", " +
-            (a.determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic") +
-            ", workspace " + bytes_text(a.workspace) + ", rank " + std::to_string(pc.chosen + 1) +
-            " of " + std::to_string(pc.offers.size()) + ")";
-  }
-  return line;
-}
-
-}  // namespace
 
 BatchPlan plan_convolutions(cudnnHandle_t h, const CudaLayers& layers, int n,
                             const ConvPlanOptions& o) {
@@ -261,7 +250,7 @@ BatchPlan plan_convolutions(cudnnHandle_t h, const CudaLayers& layers, int n,
     for (ConvPass pass : {ConvPass::Forward, ConvPass::WeightGrad, ConvPass::InputGrad}) {
       if (pass == ConvPass::InputGrad && !s.has_bwd_data) continue;
       PassChoice& pc = s.pass[int(pass)];
-      choose(pc, pass_ops(h, layers, l, s, pass, nullptr), o, what);
+      choose_algorithm(pc, pass_ops(h, layers, l, s, pass, nullptr), o, what);
       ws = std::max(ws, pc.workspace());
     }
   }
@@ -279,7 +268,9 @@ void verify_convolutions(BatchPlan& bp, const CudaLayers& layers, const PassCont
     const std::string what = subject(l, bp.n, deterministic);
     for (ConvPass pass : {ConvPass::Forward, ConvPass::WeightGrad, ConvPass::InputGrad}) {
       PassChoice& pc = s.pass[int(pass)];
-      if (pc.needed) verify(pc, pass_ops(c.cudnn, layers, l, s, pass, &c), c, what);
+      if (pc.needed)
+        verify_algorithm(pc, pass_ops(c.cudnn, layers, l, s, pass, &c), c.workspace,
+                         c.workspace_bytes, what);
     }
     bp.report.push_back(report_line(bp, l, s, layers, c.cudnn, deterministic));
   }

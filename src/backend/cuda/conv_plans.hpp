@@ -17,6 +17,7 @@
 #include <cudnn.h>
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,29 @@ struct ConvPlanOptions {
   // Prefer algorithms whose workspace is at most soft_limit; never take one above hard_limit.
   size_t soft_limit = 0, hard_limit = 0;
 };
+
+// One pass of one conv layer behind one interface (the typed cuDNN calls of the three passes are in
+// conv_plans.cpp only): its name, its algorithm names, cuDNN's ranked offers, the workspace query
+// for our descriptors and, for verification, one run on the real buffers.
+struct PassOps {
+  const char* what = "";  // "forward", "weight-gradient", "input-gradient"
+  const char* (*algo_name)(int) = nullptr;
+  std::function<std::vector<AlgoOffer>()> rank;
+  std::function<cudnnStatus_t(int algo, size_t* bytes)> workspace;
+  std::function<cudnnStatus_t(int algo, void* workspace, size_t bytes)> run;
+};
+
+// The generic choice: cuDNN's ranking, our workspace query for each offer, then the first one that
+// is available, keeps the precision's math, is deterministic when asked for and is supported for
+// the shapes, within soft_limit, or failing that within hard_limit. Each offer passed over says
+// why. Throws RuntimeFailure "cuDNN offers no usable <pass> algorithm for <what>; cuDNN offered:
+// <algo [status, math, determinism, workspace: why]>; ..." when none qualifies.
+void choose_algorithm(PassChoice& pc, const PassOps& ops, const ConvPlanOptions& options,
+                      const std::string& what);
+// Runs the chosen offer once (ops.run); when cuDNN refuses, the next acceptable offer that fits
+// workspace_bytes, and so on. Throws as choose_algorithm when none runs.
+void verify_algorithm(PassChoice& pc, const PassOps& ops, void* workspace, size_t workspace_bytes,
+                      const std::string& what);
 
 // Descriptors and the heuristics' choice for every conv layer at batch n (no device work).
 // Throws RuntimeFailure listing cuDNN's offers when a pass has no acceptable algorithm.

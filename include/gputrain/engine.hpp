@@ -100,6 +100,9 @@ class Engine {
                               const std::atomic<bool>* stop = nullptr) = 0;
   // Mean device busy % (NVML samples) since the last call; negative where it is not measured.
   virtual double take_busy_percent() { return -1.0; }
+  // Warnings the engine has noted since the last call (it cannot print), oldest first, each once:
+  // e.g. a CUDA graph capture that failed, after which steps run eagerly. The caller shows them.
+  virtual std::vector<std::string> take_warnings() { return {}; }
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a usable device is present, else CPU; *note says so).

@@ -364,7 +364,7 @@ TEST_CASE("forward, loss and gradients match the CPU engine", "[gpu]") {
 
         // One step. With momentum μ > 0 and v = 0, SGD leaves v = μ·0 + g = g exactly: the
         // momentum buffer after the first step IS the gradient, no subtraction needed.
-        for (Engine* e : {cpu_e.get(), gpu_e.get()}) {
+        for (Engine* e : std::initializer_list<Engine*>{cpu_e.get(), gpu_e.get()}) {
           e->set_order(identity_order(batch));
           train_step(*e, 0, batch);
           CHECK(e->global_step() == 1);
@@ -457,6 +457,19 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
       counters[i].push_back(engines[i]->read_counters(true));
   }
 
+  // The graph engine really replayed a graph: 13 full steps, the first of them the eager warm-up,
+  // the other 12 replays (the second one captures). Were the capture refused, this comparison
+  // would be between two eager engines: describe() says why.
+  INFO(graph_e->describe());
+  CHECK(graph_e->graph_active());
+  CHECK(graph_e->graph_replays() == 12);
+  // One graph served every full step: the eager partial batches (another grad_scale) and the
+  // jumps of `first` and of the global step did not make it capture again.
+  CHECK(graph_e->graph_captures() == 1);
+  CHECK(graph_e->take_warnings().empty());
+  CHECK(!eager_e->graph_active());
+  CHECK(eager_e->graph_replays() == 0);
+
   const std::vector<float> gp = graph_e->parameters(), ep = eager_e->parameters();
   const std::vector<float> gm = graph_e->state("momentum"), em = eager_e->state("momentum");
   CHECK(graph_e->global_step() == 18);  // 15 steps + the jump of 3
@@ -482,6 +495,60 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   CHECK(l1 == l2);
   run(0, batch);
   CHECK(graph_e->parameters() == eager_e->parameters());
+  CHECK(graph_e->graph_replays() == 13);
+  CHECK(graph_e->graph_captures() == 1);
+}
+
+TEST_CASE("a failed graph capture falls back to eager steps, once, and says why", "[gpu]") {
+  const Net net = tutorial(1, 28);
+  const ModelPlan& plan = net.plan;
+  const int batch = 16;
+  const ImageSet train = random_images(plan, 3 * batch, 41);
+  const ImageSet eval = random_images(plan, 20, 42);
+  const std::vector<float> params = initial_parameters(plan, 5);
+  auto broken = cuda::make_cuda_engine(plan, options_for(plan, batch, true, true));
+  auto eager = cuda::make_cuda_engine(plan, options_for(plan, batch, false, true));
+  broken->break_next_capture_for_testing();  // the capture makes a call a capture refuses
+  for (cuda::CudaEngine* e : {broken.get(), eager.get()}) {
+    prepare(*e, params, train, eval);
+    e->set_order(identity_order(train.count));
+    for (int64_t first = 0; first < train.count; first += batch) train_step(*e, first, batch);
+  }
+  // The second step tried to capture, failed with a CUDA status and ran eagerly; the third ran
+  // eagerly without trying again. Training went on: the same bits as the eager engine.
+  INFO(broken->describe());
+  CHECK(broken->graph_replays() == 0);
+  CHECK(broken->graph_captures() == 1);  // tried once, never again
+  CHECK(!broken->graph_active());
+  CHECK(broken->describe().find(", eager (graph capture failed: ") != std::string::npos);
+  CHECK(broken->describe().find("cudaError") != std::string::npos);  // the CUDA status by name
+  const std::vector<std::string> warnings = broken->take_warnings();
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].find("graph capture") != std::string::npos);
+  CHECK(warnings[0].find("cudaError") != std::string::npos);
+  CHECK(broken->take_warnings().empty());  // once
+  CHECK(broken->global_step() == 3);
+  CHECK(broken->parameters() == eager->parameters());
+  CHECK(broken->read_counters(true).loss_sum == eager->read_counters(true).loss_sum);
+}
+
+TEST_CASE("cuDNN algorithms are verified and reported per conv layer and batch size", "[gpu]") {
+  const Net net = tutorial(3, 32);
+  const ModelPlan& plan = net.plan;
+  auto e = cuda::make_cuda_engine(plan, options_for(plan, 8, true, true));
+  const std::vector<float> params = initial_parameters(plan, 6);
+  prepare(*e, params, random_images(plan, 8 + 3, 51), random_images(plan, 8 + 5, 52));
+  // Batch 8 (planned), 3 (the epoch's last batch), 5 (the eval set's last chunk): 2 convs each.
+  const std::string report = e->algorithm_report();
+  INFO(report);
+  CHECK(std::count(report.begin(), report.end(), '\n') == 6);
+  for (const char* part : {"conv1 (3x32x32 -> 16x32x32, batch 8, deterministic): forward ",
+                           "conv2 (16x32x32 -> 32x32x32, batch 3, deterministic): forward ",
+                           "; weight-gradient ", "; input-gradient none (its input is data)",
+                           " (math ", ", deterministic, workspace ", ", rank "})
+    CHECK(report.find(part) != std::string::npos);
+  CHECK(report.find("non-deterministic") == std::string::npos);
+  CHECK(report.find("TENSOR_OP") == std::string::npos);  // fp32: no TF32 tensor ops
 }
 
 TEST_CASE("a short training run matches the CPU's loss and accuracy", "[gpu]") {
@@ -521,7 +588,7 @@ TEST_CASE("a short training run matches the CPU's loss and accuracy", "[gpu]") {
   double last_acc = 0;
   for (int epoch = 0; epoch < 3; ++epoch) {
     const auto order = shuffled_order(train.count, uint32_t(100 + epoch));
-    for (Engine* e : {cpu_e.get(), gpu_e.get()}) {
+    for (Engine* e : std::initializer_list<Engine*>{cpu_e.get(), gpu_e.get()}) {
       e->set_order(order);
       for (int64_t first = 0; first < train.count; first += batch)
         train_step(*e, first, int(std::min<int64_t>(batch, train.count - first)));

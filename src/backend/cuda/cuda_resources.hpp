@@ -209,14 +209,14 @@ class CudnnHandle : public UniqueHandle<cudnnHandle_t, CudnnTraits> {
 struct TensorDescTraits {
   static void destroy(cudnnTensorDescriptor_t d) noexcept { cudnnDestroyTensorDescriptor(d); }
 };
-// A packed NCHW float tensor [n, c, h, w].
+// A packed NCHW tensor [n, c, h, w] of elements `type` (precision.cpp decides which).
 class TensorDesc : public UniqueHandle<cudnnTensorDescriptor_t, TensorDescTraits> {
  public:
-  static TensorDesc nchw(int n, int c, int h, int w) {
+  static TensorDesc nchw(cudnnDataType_t type, int n, int c, int h, int w) {
     cudnnTensorDescriptor_t d = nullptr;
     GT_CHECK(cudnnCreateTensorDescriptor(&d));
     TensorDesc owner(d);  // owns it before the next call can throw
-    GT_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+    GT_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, type, n, c, h, w));
     return owner;
   }
 
@@ -230,11 +230,11 @@ struct FilterDescTraits {
 // Conv weights [out, in, k, k] (PyTorch's layout, which is cuDNN's NCHW filter layout).
 class FilterDesc : public UniqueHandle<cudnnFilterDescriptor_t, FilterDescTraits> {
  public:
-  static FilterDesc oihw(int o, int i, int kh, int kw) {
+  static FilterDesc oihw(cudnnDataType_t type, int o, int i, int kh, int kw) {
     cudnnFilterDescriptor_t d = nullptr;
     GT_CHECK(cudnnCreateFilterDescriptor(&d));
     FilterDesc owner(d);
-    GT_CHECK(cudnnSetFilter4dDescriptor(d, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, o, i, kh, kw));
+    GT_CHECK(cudnnSetFilter4dDescriptor(d, type, CUDNN_TENSOR_NCHW, o, i, kh, kw));
     return owner;
   }
 
@@ -247,18 +247,18 @@ struct ConvDescTraits {
     cudnnDestroyConvolutionDescriptor(d);
   }
 };
-// Cross-correlation (nn.Conv2d), FP32 accumulate, symmetric padding and stride, no dilation. The
-// math type is CUDNN_FMA_MATH: no TF32 tensor-core kernels, so results match an FP32 CPU/PyTorch
-// reference to FP32 rounding (PyTorch's default allows TF32 for convolutions; we do not).
+// Cross-correlation (nn.Conv2d), symmetric padding and stride, no dilation; the accumulation type
+// and math type come from precision.cpp (the one file that decides the engine's numerics).
 class ConvDesc : public UniqueHandle<cudnnConvolutionDescriptor_t, ConvDescTraits> {
  public:
-  static ConvDesc create(int padding, int stride) {
+  static ConvDesc create(int padding, int stride, cudnnDataType_t compute_type,
+                         cudnnMathType_t math) {
     cudnnConvolutionDescriptor_t d = nullptr;
     GT_CHECK(cudnnCreateConvolutionDescriptor(&d));
     ConvDesc owner(d);
     GT_CHECK(cudnnSetConvolution2dDescriptor(d, padding, padding, stride, stride, 1, 1,
-                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    GT_CHECK(cudnnSetConvolutionMathType(d, CUDNN_FMA_MATH));
+                                             CUDNN_CROSS_CORRELATION, compute_type));
+    GT_CHECK(cudnnSetConvolutionMathType(d, math));
     return owner;
   }
 
@@ -270,11 +270,13 @@ class ConvDesc : public UniqueHandle<cudnnConvolutionDescriptor_t, ConvDescTrait
 
 // One captured stream sequence, instantiated once and replayed (in the style of tiny-cuda-nn's
 // cuda_graph.h, without its nesting support: the engine captures exactly one graph, the full step).
-//   capture(stream, fn): begins capture on `stream`, runs fn (which enqueues work on it), ends the
-//   capture and instantiates it. Nothing runs on the device during capture; call launch() to run
-//   the captured step. If fn throws, or the capture was invalidated, the capture is ended and its
-//   partial graph destroyed before the exception propagates, leaving the stream usable and this
-//   object empty.
+//   try_capture(stream, fn): begins capture on `stream`, runs fn (which enqueues work on it), ends
+//   the capture and instantiates it. Nothing runs on the device during capture; call launch() to
+//   run the captured step. Returns "" on success. When capture fails (a call inside fn refused by
+//   the capture, the capture invalidated, instantiation failing) it returns why, naming the CUDA
+//   status, with the capture ended, its partial graph destroyed, the stream usable and this object
+//   empty: the caller can run the same work eagerly. Only RuntimeFailure (a failed CUDA / cuDNN /
+//   cuBLAS call) from fn counts as a capture failure; other exceptions propagate after the cleanup.
 class CudaGraph {
  public:
   CudaGraph() = default;
@@ -291,38 +293,50 @@ class CudaGraph {
   ~CudaGraph() { reset(); }
 
   template <typename Fn>
-  void capture(cudaStream_t stream, Fn&& fn) {
+  std::string try_capture(cudaStream_t stream, Fn&& fn) {
     reset();
     // Thread-local mode: only capture-unsafe calls made by this thread (the one enqueuing the step)
     // invalidate the capture; other threads (the NVML sampler, a logger) are unaffected.
-    GT_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    const cudaError_t begin = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (begin != cudaSuccess) {
+      cudaGetLastError();
+      return status_text("cudaStreamBeginCapture", begin);
+    }
+    std::string failed_call;
     try {
       fn();
+    } catch (const RuntimeFailure& e) {
+      failed_call = e.what();
     } catch (...) {
-      cudaGraph_t partial = nullptr;
-      cudaStreamEndCapture(stream, &partial);  // always ends capture mode, even when invalidated
-      if (partial) cudaGraphDestroy(partial);
-      cudaGetLastError();  // a capture error is not sticky; do not leave it for the next check
+      end_and_discard(stream);
       throw;
     }
+    if (!failed_call.empty()) {
+      const cudaError_t end = end_and_discard(stream);
+      return status_text("cudaStreamEndCapture", end) + " after " + failed_call;
+    }
     cudaGraph_t graph = nullptr;
-    cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
     if (end != cudaSuccess || graph == nullptr) {
       if (graph) cudaGraphDestroy(graph);
       cudaGetLastError();
-      throw_failure("CUDA",
-                    "cudaStreamEndCapture (the step could not be captured as a graph; "
-                    "--no-graph runs it without one)",
-                    __FILE__, __LINE__, cudaGetErrorString(end));
+      return status_text("cudaStreamEndCapture", end);
     }
-    cudaError_t inst = cudaGraphInstantiate(&exec_, graph, 0);
+    const cudaError_t inst = cudaGraphInstantiate(&exec_, graph, 0);
     cudaGraphDestroy(graph);  // the executable graph is independent of the template
     if (inst != cudaSuccess) {
       exec_ = nullptr;
-      throw_failure("CUDA", "cudaGraphInstantiate", __FILE__, __LINE__, cudaGetErrorString(inst));
+      cudaGetLastError();
+      return status_text("cudaGraphInstantiate", inst);
     }
     // Upload now so the first replay does not pay for it inside a timed step.
-    GT_CHECK(cudaGraphUpload(exec_, stream));
+    const cudaError_t upload = cudaGraphUpload(exec_, stream);
+    if (upload != cudaSuccess) {
+      reset();
+      cudaGetLastError();
+      return status_text("cudaGraphUpload", upload);
+    }
+    return "";
   }
 
   void launch(cudaStream_t stream) const { GT_CHECK(cudaGraphLaunch(exec_, stream)); }
@@ -333,6 +347,19 @@ class CudaGraph {
   }
 
  private:
+  static std::string status_text(const char* call, cudaError_t s) {
+    return std::string(call) + ": " + cudaGetErrorName(s) + " (" + cudaGetErrorString(s) + ")";
+  }
+  // Ends capture mode (always, even when invalidated), destroys the partial graph, clears the
+  // (non-sticky) capture error so the next check does not see it. Returns EndCapture's status.
+  static cudaError_t end_and_discard(cudaStream_t stream) noexcept {
+    cudaGraph_t partial = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream, &partial);
+    if (partial) cudaGraphDestroy(partial);
+    cudaGetLastError();
+    return end;
+  }
+
   cudaGraphExec_t exec_ = nullptr;
 };
 

@@ -1,0 +1,175 @@
+// See cuda_layers.hpp.
+#include "backend/cuda/cuda_layers.hpp"
+
+#include <algorithm>
+
+#include "backend/cuda/conv_plans.hpp"
+#include "launchers.hpp"
+
+namespace gputrain::cuda {
+
+namespace k = gputrain::kernels;
+
+CudaLayers::CudaLayers(const ModelPlan& plan, Precision precision) : plan_(plan) {
+  slot_floats_.assign(1, plan_.input.size());
+  int current = 0;
+  layers_.resize(plan_.layers.size());
+  for (size_t i = 0; i < plan_.layers.size(); ++i) {
+    const LayerPlan& lp = plan_.layers[i];
+    Layer& l = layers_[i];
+    l.kind = lp.config.kind;
+    l.in = lp.input;
+    l.out = lp.output;
+    l.name = !lp.config.name.empty() ? lp.config.name : "layer " + std::to_string(i + 1);
+    l.in_slot = current;
+    switch (l.kind) {
+      case LayerKind::Relu:
+      case LayerKind::Flatten:
+        l.out_slot = current;  // in place / a view
+        break;
+      case LayerKind::Conv2d:
+      case LayerKind::Linear:
+      case LayerKind::MaxPool2d:
+        slot_floats_.push_back(l.out.size());
+        current = l.out_slot = int(slot_floats_.size()) - 1;
+        break;
+    }
+    if (l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear) {
+      l.w_offset = plan_.weight(lp).offset;
+      l.b_offset = plan_.bias(lp).offset;
+    }
+    l.fused_relu = lp.fused_relu;  // ReLU folding: decided once in the plan
+    l.folded = lp.folded;
+    if (l.kind == LayerKind::Conv2d) {
+      const int kernel = lp.config.kernel;
+      l.filter = filter_desc(precision, l.out.channels, l.in.channels, kernel, kernel);
+      l.conv = conv_desc(precision, lp.config.padding, lp.config.stride);
+    }
+  }
+}
+
+void CudaLayers::plan_allocations(int batch, AllocationList& list) {
+  act_.resize(slot_floats_.size());
+  grad_.resize(slot_floats_.size());
+  for (size_t s = 0; s < slot_floats_.size(); ++s) {
+    const size_t n = size_t(batch) * size_t(slot_floats_[s]);
+    list.add(act_[s], n, "activations");
+    list.add(grad_[s], n, "activation gradients");
+  }
+  for (Layer& l : layers_)
+    if (l.kind == LayerKind::MaxPool2d) list.add(l.argmax, size_t(batch) * l.out.size(), "argmax");
+}
+
+size_t CudaLayers::kernel_workspace_bytes(int n) const {
+  size_t ws = k::softmax_xent_workspace_bytes(n);
+  for (const Layer& l : layers_) {
+    if (l.kind != LayerKind::Conv2d && l.kind != LayerKind::Linear) continue;
+    const int64_t plane = l.kind == LayerKind::Conv2d ? int64_t(l.out.height) * l.out.width : 1;
+    ws = std::max(ws, k::bias_grad_workspace_bytes(n, l.out.channels, plane));
+  }
+  return ws;
+}
+
+void CudaLayers::forward(const PassContext& c, const BatchPlan& bp, int n) const {
+  const float one = 1.0f, zero = 0.0f;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    const float* x = activation(l.in_slot);
+    float* y = activation(l.out_slot);
+    switch (l.kind) {
+      case LayerKind::Conv2d: {
+        const ConvShape& s = bp.conv[i];
+        // y[n,O,Ho,Wo] = conv(x[n,C,H,W], w[O,C,k,k]); then y += b[O] (and ReLU) in place.
+        GT_CHECK(cudnnConvolutionForward(c.cudnn, &one, s.x, x, l.filter, c.params + l.w_offset,
+                                         l.conv, s.fwd_algo(), c.workspace, c.workspace_bytes,
+                                         &zero, s.y, y));
+        k::launch_bias_act(y, c.params + l.b_offset, n, l.out.channels,
+                           int64_t(l.out.height) * l.out.width, l.fused_relu, c.stream);
+        break;
+      }
+      case LayerKind::Linear: {
+        // Row-major y[n,O] = x[n,I]·W[O,I]^T. cuBLAS is column-major, where row-major y is
+        // y^T [O,n] (ld O), W is W^T [I,O] (ld I) and x is x^T [I,n] (ld I):
+        // y^T = op_T(W^T) · x^T, i.e. m=O, n=n, k=I.
+        const int I = int(l.in.size()), O = int(l.out.size());
+        gemm(c.precision, c.cublas, CUBLAS_OP_T, CUBLAS_OP_N, O, n, I, c.params + l.w_offset, I, x,
+             I, y, O);
+        k::launch_bias_act(y, c.params + l.b_offset, n, O, 1, l.fused_relu, c.stream);
+        break;
+      }
+      case LayerKind::Relu:
+        if (!l.folded) k::launch_relu_forward(x, y, int64_t(n) * l.out.size(), c.stream);
+        break;
+      case LayerKind::MaxPool2d: {
+        const PoolGeometry g = plan_.layers[i].pool_geometry(n);
+        k::launch_maxpool2d_forward(g, x, y, l.argmax.get(), c.stream);
+        break;
+      }
+      case LayerKind::Flatten:
+        break;  // [n,C,H,W] is already [n, C·H·W] in memory
+    }
+  }
+}
+
+void CudaLayers::backward(const PassContext& c, const BatchPlan& bp, int n) const {
+  const float one = 1.0f, zero = 0.0f;
+  for (size_t i = layers_.size(); i-- > 0;) {
+    const Layer& l = layers_[i];
+    const float* x = activation(l.in_slot);
+    const float* y = activation(l.out_slot);
+    float* dy = activation_grad(l.out_slot);
+    // No gradient for the input batch (slot 0): it is data.
+    float* dx = l.in_slot != 0 ? activation_grad(l.in_slot) : nullptr;
+    switch (l.kind) {
+      case LayerKind::Conv2d: {
+        const ConvShape& s = bp.conv[i];
+        // db[O] = Σ_{n,p} dy; with a folded ReLU, first dy ← dy·(y > 0) in place (y is the
+        // post-ReLU output), which is the gradient the conv itself sees.
+        k::launch_bias_grad(dy, l.fused_relu ? y : nullptr, l.fused_relu ? dy : nullptr,
+                            c.grads + l.b_offset, n, l.out.channels,
+                            int64_t(l.out.height) * l.out.width, c.workspace, c.workspace_bytes,
+                            c.stream);
+        // dw[O,C,k,k] = Σ_n x ⋆ dy (written, beta = 0).
+        GT_CHECK(cudnnConvolutionBackwardFilter(c.cudnn, &one, s.x, x, s.y, dy, l.conv,
+                                                s.bwd_filter_algo(), c.workspace, c.workspace_bytes,
+                                                &zero, l.filter, c.grads + l.w_offset));
+        if (dx && s.has_bwd_data)
+          GT_CHECK(cudnnConvolutionBackwardData(c.cudnn, &one, l.filter, c.params + l.w_offset, s.y,
+                                                dy, l.conv, s.bwd_data_algo(), c.workspace,
+                                                c.workspace_bytes, &zero, s.x, dx));
+        break;
+      }
+      case LayerKind::Linear: {
+        const int I = int(l.in.size()), O = int(l.out.size());
+        k::launch_bias_grad(dy, l.fused_relu ? y : nullptr, l.fused_relu ? dy : nullptr,
+                            c.grads + l.b_offset, n, O, 1, c.workspace, c.workspace_bytes,
+                            c.stream);
+        // Row-major dW[O,I] = dy[n,O]^T·x[n,I]. Column-major: dW^T [I,O] (ld I) =
+        // x^T [I,n] (ld I, op N) · dy [n,O] (stored as dy^T [O,n], ld O, op T); m=I, n=O, k=n.
+        gemm(c.precision, c.cublas, CUBLAS_OP_N, CUBLAS_OP_T, I, O, n, x, I, dy, O,
+             c.grads + l.w_offset, I);
+        // Row-major dx[n,I] = dy[n,O]·W[O,I]. Column-major: dx^T [I,n] (ld I) =
+        // W^T [I,O] (ld I, op N) · dy^T [O,n] (ld O, op N); m=I, n=n, k=O.
+        if (dx)
+          gemm(c.precision, c.cublas, CUBLAS_OP_N, CUBLAS_OP_N, I, n, O, c.params + l.w_offset, I,
+               dy, O, dx, I);
+        break;
+      }
+      case LayerKind::Relu:
+        // In place (dx == dy: same slot); y is this ReLU's output.
+        if (!l.folded && dx)
+          k::launch_relu_backward(y, dy, dx, int64_t(n) * l.out.size(), c.stream);
+        break;
+      case LayerKind::MaxPool2d:
+        if (dx) {
+          const PoolGeometry g = plan_.layers[i].pool_geometry(n);
+          k::launch_maxpool2d_backward(g, dy, l.argmax.get(), dx, c.stream);
+        }
+        break;
+      case LayerKind::Flatten:
+        break;
+    }
+  }
+}
+
+}  // namespace gputrain::cuda

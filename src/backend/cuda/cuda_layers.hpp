@@ -1,0 +1,86 @@
+// The model lowered for the GPU: per layer its activation slots, parameter offsets and cuDNN
+// descriptors, and the forward and backward passes over them (cuDNN convolutions, cuBLAS GEMMs,
+// hand-written kernels), enqueued on one stream.
+//
+// Buffers ("slots"). Slot 0 is the normalized input batch [B, C, H, W]; conv2d, linear and
+// maxpool2d each write a new slot [B, out]; relu works in place on its input's slot and flatten is
+// a view of it, so they add none. That is safe because no op's backward needs the output of the op
+// *before* a ReLU (conv/linear backward read their input x and weights; maxpool backward reads its
+// argmax), and ReLU's backward only needs its own output y. Each slot has a gradient slot of the
+// same size. A ReLU right after a conv2d/linear is folded into it (decided by ModelPlan): forward
+// runs bias+ReLU in one kernel, backward runs "ReLU backward + bias gradient" in one kernel
+// (launch_bias_grad with relu_y).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/allocation_plan.hpp"
+#include "backend/cuda/cuda_resources.hpp"
+#include "backend/cuda/precision.hpp"
+#include "gputrain/model.hpp"
+
+namespace gputrain::cuda {
+
+struct BatchPlan;  // conv_plans.hpp
+
+struct Layer {
+  LayerKind kind = LayerKind::Relu;
+  std::string name;  // for messages: "conv1", "layer 3 (maxpool2d)"
+  ActivationShape in, out;
+  int in_slot = 0, out_slot = 0;
+  bool fused_relu = false;            // conv2d/linear: the next layer's ReLU runs here
+  bool folded = false;                // relu: run by the previous conv2d/linear, nothing of its own
+  size_t w_offset = 0, b_offset = 0;  // into the flat parameter / gradient buffers (floats)
+  FilterDesc filter;                  // conv2d: w [O, C, k, k]
+  ConvDesc conv;                      // conv2d
+  DeviceBuffer<int32_t> argmax;       // maxpool2d: [B, C, Ho, Wo]
+};
+
+// What a pass needs besides the layers: handles, the stream, the flat buffers and the scratch.
+struct PassContext {
+  Precision precision = Precision::Fp32;
+  cudnnHandle_t cudnn = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudaStream_t stream = nullptr;
+  float* params = nullptr;
+  float* grads = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+class CudaLayers {
+ public:
+  CudaLayers(const ModelPlan& plan, Precision precision);
+
+  // Declares the activation and gradient slots and the argmax buffers for batches of `batch`.
+  void plan_allocations(int batch, AllocationList& list);
+
+  // Scratch the hand-written kernels of a pass need at batch n (the cuDNN part is in BatchPlan).
+  size_t kernel_workspace_bytes(int n) const;
+
+  // Enqueue only: no sync, no allocation. forward: slot 0 → logits; backward: dlogits → gradients
+  // of every parameter (written, not accumulated) and of every slot but 0 (data).
+  void forward(const PassContext& c, const BatchPlan& bp, int n) const;
+  void backward(const PassContext& c, const BatchPlan& bp, int n) const;
+
+  const std::vector<Layer>& layers() const { return layers_; }
+  float* activation(int slot) const { return act_[size_t(slot)].get(); }
+  float* activation_grad(int slot) const { return grad_[size_t(slot)].get(); }
+  float* input() const { return activation(0); }
+  float* logits() const { return activation(layers_.back().out_slot); }
+  float* dlogits() const { return activation_grad(layers_.back().out_slot); }
+
+ private:
+  const ModelPlan& plan_;
+  std::vector<Layer> layers_;
+  std::vector<int64_t> slot_floats_;  // per sample
+  std::vector<DeviceBuffer<float>> act_, grad_;
+};
+
+}  // namespace gputrain::cuda

@@ -1,0 +1,49 @@
+// See cuda_optimizer.hpp.
+#include "backend/cuda/cuda_optimizer.hpp"
+
+#include "backend/cuda/cuda_check.hpp"
+#include "gputrain/errors.hpp"
+
+namespace gputrain::cuda {
+
+namespace k = gputrain::kernels;
+
+CudaOptimizer::CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count)
+    : spec_(spec), count_(parameter_count) {
+  for (const OptimizerStateInfo& info : optimizer_state(spec_))
+    state_.emplace_back(info.name, DeviceBuffer<float>());
+}
+
+void CudaOptimizer::plan_allocations(AllocationList& list) {
+  for (auto& [name, buffer] : state_) list.add(buffer, count_, name);
+}
+
+DeviceBuffer<float>& CudaOptimizer::state(const std::string& name) {
+  for (auto& [n, buffer] : state_)
+    if (n == name) return buffer;
+  throw RuntimeFailure("CUDA engine: the optimizer has no state named '" + name + "'");
+}
+
+void CudaOptimizer::set_step_table(const std::vector<StepHyper>& table, cudaStream_t stream) {
+  if (table.empty()) throw RuntimeFailure("set_step_table: empty table");
+  GT_CHECK(cudaStreamSynchronize(stream));  // queued steps may still read the old table
+  if (table_.size() < table.size()) table_.allocate(table.size(), "step table");
+  GT_CHECK(cudaMemcpy(table_.get(), table.data(), table.size() * sizeof(StepHyper),
+                      cudaMemcpyHostToDevice));
+  table_size_ = table.size();
+}
+
+void CudaOptimizer::enqueue_update(float* params, const float* grads,
+                                   const kernels::StepState* step, cudaStream_t stream) {
+  if (table_size_ == 0) throw RuntimeFailure("apply_optimizer: set_step_table comes first");
+  switch (spec_.kind) {
+    case OptimizerKind::Sgd: {
+      const k::SgdHyper constants{0.0f, spec_.momentum, spec_.weight_decay, spec_.nesterov ? 1 : 0};
+      k::launch_sgd_step(int64_t(count_), params, grads, state("momentum").get(), constants,
+                         table_.get(), int64_t(table_size_), step, stream);
+      break;
+    }
+  }
+}
+
+}  // namespace gputrain::cuda

@@ -1,0 +1,46 @@
+// The optimizer on the device: its per-parameter state buffers by name (optimizer_state(spec):
+// SGD's "momentum"), the run's step table, and the update — one kernel over the flat buffers whose
+// learning rate comes from the table entry of the device's step count, so it needs nothing from
+// the host inside a step.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/cuda/allocation_plan.hpp"
+#include "backend/cuda/cuda_resources.hpp"
+#include "gputrain/optimizer.hpp"
+#include "launchers.hpp"
+
+namespace gputrain::cuda {
+
+class CudaOptimizer {
+ public:
+  CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count);
+
+  // Declares the state buffers (each parameter_count floats, zeroed).
+  void plan_allocations(AllocationList& list);
+
+  // The state buffer `name`; RuntimeFailure when the optimizer keeps none of that name.
+  DeviceBuffer<float>& state(const std::string& name);
+
+  // Waits for queued updates (they may read the old table), then copies the table.
+  void set_step_table(const std::vector<StepHyper>& table, cudaStream_t stream);
+  bool has_step_table() const { return table_size_ > 0; }
+
+  // params -= update(grads, state) with the lr of table[state->step − 1]; enqueue only.
+  void enqueue_update(float* params, const float* grads, const kernels::StepState* step,
+                      cudaStream_t stream);
+
+ private:
+  OptimizerSpec spec_;
+  size_t count_ = 0;
+  std::vector<std::pair<std::string, DeviceBuffer<float>>> state_;  // fixed after construction
+  DeviceBuffer<StepHyper> table_;  // [table size], entry = global step (clamped)
+  size_t table_size_ = 0;
+};
+
+}  // namespace gputrain::cuda

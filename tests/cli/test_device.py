@@ -130,3 +130,41 @@ def test_no_graph_flag_is_accepted_on_the_cpu(make_config, tmp_path):
                                     "--device", "cpu", *extra], cwd=tmp_path))
     h.assert_bitwise_equal(tmp_path / "graph/model.safetensors",
                            tmp_path / "nograph/model.safetensors")
+
+
+@no_gpu_only
+def test_no_gpu_at_all_is_not_a_warning(make_config, tmp_path):
+    # No NVIDIA device node: the CPU is the expected engine, so --quiet prints nothing at all.
+    if os.path.exists("/dev/nvidiactl"):
+        pytest.skip("an NVIDIA driver node exists: a fallback here is a warning")
+    res = h.run_gputrain(["train", "--config", make_config(epochs=1), "--out", tmp_path / "out",
+                          "--device", "auto", "--quiet"], cwd=tmp_path)
+    h.assert_ok(res)
+    assert res.stderr == "" and res.stdout == "", h.describe(res)
+
+
+@gpu_only
+def test_unusable_gpu_falls_back_with_a_warning_even_when_quiet(make_config, tmp_path):
+    # CUDA_VISIBLE_DEVICES="" leaves CUDA no device while the GPU is plainly there (/dev/nvidia0),
+    # as a too-old driver would: `auto` trains on the CPU and must say so on stderr.
+    res = h.run_gputrain(["train", "--config", make_config(epochs=1), "--out", tmp_path / "out",
+                          "--device", "auto", "--quiet"], cwd=tmp_path,
+                         env={"CUDA_VISIBLE_DEVICES": ""})
+    h.assert_ok(res)
+    assert res.stdout == "", h.describe(res)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "CPU" in lines[0], h.describe(res)
+    assert (tmp_path / "out/model.safetensors").is_file()
+
+
+@gpu_only
+def test_device_cuda_0_is_the_first_visible_gpu(make_config, tmp_path):
+    cfg = make_config(epochs=1)
+    for device in ("cuda", "cuda:0"):
+        res = h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / device.replace(":", "_"),
+                              "--device", device], cwd=tmp_path)
+        h.assert_ok(res)
+        assert re.search(r"training on cuda:0 ", res.stdout), h.describe(res)
+    res = h.run_gputrain(["info", "--json"])
+    h.assert_ok(res)
+    assert len(json.loads(res.stdout)) >= 1, h.describe(res)

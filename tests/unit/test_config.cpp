@@ -469,12 +469,13 @@ TEST_CASE("resume: only the schema's resume-free keys may differ from the checkp
   const Config then = parse_config(kBase, "ckpt.yaml");
   const std::string then_yaml = to_yaml(then);
   // Each of these may change on resume: no error.
-  for (const std::string& free :
-       {"train.epochs=9", "output.dir=elsewhere", "device=cpu", "device=cuda:1", "train.threads=3",
-        "train.log_interval=5", "train.deterministic=true", "data.dir=moved/data"}) {
-    INFO(free);
+  for (const std::string& may_change :
+       std::vector<std::string>{"train.epochs=9", "output.dir=elsewhere", "device=cpu",
+                                "device=cuda:1", "train.threads=3", "train.log_interval=5",
+                                "train.deterministic=true", "data.dir=moved/data"}) {
+    INFO(may_change);
     CHECK_NOTHROW(
-        check_resume_compatible(parse_config(kBase, "cfg.yaml", {free}), then_yaml, "c.st"));
+        check_resume_compatible(parse_config(kBase, "cfg.yaml", {may_change}), then_yaml, "c.st"));
   }
   // Anything else must match; the message names the first differing line and is what it was
   // before the schema table existed, byte for byte.
@@ -490,8 +491,9 @@ TEST_CASE("resume: only the schema's resume-free keys may differ from the checkp
         "has 'lr: 0.1', the config 'lr: 0.5' (only train.epochs, output.dir, device, "
         "train.threads, train.log_interval, train.deterministic and data.dir may change on "
         "resume)");
-  for (const std::string& fixed : {"train.seed=1", "train.batch_size=8", "data.train_limit=10",
-                                   "model.layers.0.out_channels=5", "data.mean=[0.5]"}) {
+  for (const std::string& fixed :
+       std::vector<std::string>{"train.seed=1", "train.batch_size=8", "data.train_limit=10",
+                                "model.layers.0.out_channels=5", "data.mean=[0.5]"}) {
     INFO(fixed);
     CHECK_THROWS_AS(
         check_resume_compatible(parse_config(kBase, "cfg.yaml", {fixed}), then_yaml, "c.st"),
@@ -504,7 +506,8 @@ TEST_CASE("device: cuda:N picks a GPU by index; other spellings are rejected", "
   CHECK(parse_config(kBase, "cfg.yaml", {"device=cuda:12"}).device == "cuda:12");
   CHECK(to_yaml(parse_config(kBase, "cfg.yaml", {"device=cuda:3"})).find("device: cuda:3\n") !=
         std::string::npos);
-  for (const std::string& bad : {"cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "cuda:1234567890"}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "cuda:1234567890"}) {
     INFO(bad);
     parse_error(kBase, {"--set device=" + bad, "device: expected one of auto, cpu, cuda, cuda:N"},
                 {"device=" + bad});

@@ -33,13 +33,18 @@ struct KeyRow {
   std::string section;  // "model", "data", …; empty for a top-level key (device)
   std::string key;
   bool list = false;  // a list: --set may address its entries by index (model.layers.2.kernel)
-  // 0: must match the checkpoint on --resume; n > 0: may change (n orders the message's list).
+  // --resume: kMustMatch, or may_change_on_resume(n) (n orders the keys in the mismatch message).
   int resume_may_change = 0;
   std::function<void(const Slot&, Config&)> read;
   std::function<std::string(const Config&)> write;  // the YAML value; "\n…" for a block
 
   std::string path() const { return section.empty() ? key : section + "." + key; }
 };
+
+constexpr int kMustMatch = 0;
+constexpr int may_change_on_resume(int message_order) {
+  return message_order;
+}
 
 // Rows name their field once, through an accessor used for reading and writing alike.
 template <typename T>
@@ -49,7 +54,8 @@ const T& get(Field<T> f, const Config& c) {
   return f(const_cast<Config&>(c));  // read only: the accessor is shared with the reader
 }
 
-KeyRow int_row(std::string section, std::string key, Field<int> f, int64_t min, int resume = 0) {
+KeyRow int_row(std::string section, std::string key, Field<int> f, int64_t min,
+               int resume = kMustMatch) {
   return {section,
           key,
           false,
@@ -64,7 +70,7 @@ KeyRow int64_row(std::string section, std::string key, Field<int64_t> f, int64_t
   return {section,
           key,
           false,
-          0,
+          kMustMatch,
           [f, min](const Slot& s, Config& c) {
             if (s.value) f(c) = read_int(s.ctx, *s.value, s.path, min, INT64_MAX);
           },
@@ -75,7 +81,7 @@ KeyRow uint64_row(std::string section, std::string key, Field<uint64_t> f) {
   return {section,
           key,
           false,
-          0,
+          kMustMatch,
           [f](const Slot& s, Config& c) {
             if (s.value) f(c) = read_uint64(s.ctx, *s.value, s.path);
           },
@@ -87,14 +93,14 @@ KeyRow number_row(std::string section, std::string key, Field<double> f, std::st
   return {section,
           key,
           false,
-          0,
+          kMustMatch,
           [f, expected, in_range](const Slot& s, Config& c) {
             if (s.value) f(c) = read_double(s.ctx, *s.value, s.path, expected, in_range);
           },
           [f](const Config& c) { return json_number(get(f, c)); }};
 }
 
-KeyRow bool_row(std::string section, std::string key, Field<bool> f, int resume = 0) {
+KeyRow bool_row(std::string section, std::string key, Field<bool> f, int resume = kMustMatch) {
   return {section,
           key,
           false,
@@ -152,7 +158,7 @@ KeyRow normalization_row(std::string key, Field<std::vector<float>> f, bool posi
   return {"data",
           key,
           true,
-          0,
+          kMustMatch,
           [f, positive](const Slot& s, Config& c) {
             std::vector<float>& out = f(c);
             out.clear();
@@ -191,19 +197,19 @@ bool is_cuda_index(const std::string& s) {
 // needs momentum), of messages listing keys, and of config.yaml.
 const std::vector<KeyRow>& rows() {
   static const std::vector<KeyRow> table = {
-      {"model", "input", true, 0, read_input,
+      {"model", "input", true, kMustMatch, read_input,
        [](const Config& c) {
          return "[" + std::to_string(c.model.input_channels) + ", " +
                 std::to_string(c.model.input_height) + ", " + std::to_string(c.model.input_width) +
                 "]";
        }},
-      {"model", "layers", true, 0, read_layers,
+      {"model", "layers", true, kMustMatch, read_layers,
        [](const Config& c) {
          std::string out;
          for (const LayerConfig& l : c.model.layers) out += "\n    - " + write_layer(l);
          return out;
        }},
-      {"data", "format", false, 0,
+      {"data", "format", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (s.value)
            c.data.format = read_choice(s.ctx, *s.value, s.path, {"idx", "cifar10"}) == "idx"
@@ -215,7 +221,7 @@ const std::vector<KeyRow>& rows() {
        }},
       string_row(
           "data", "dir", [](Config& c) -> std::string& { return c.data.dir; }, "a folder path",
-          "the folder with the data files", 7),
+          "the folder with the data files", may_change_on_resume(7)),
       int64_row(
           "data", "train_limit", [](Config& c) -> int64_t& { return c.data.train_limit; }, 0),
       int64_row(
@@ -224,7 +230,7 @@ const std::vector<KeyRow>& rows() {
           "mean", [](Config& c) -> std::vector<float>& { return c.data.mean; }, false),
       normalization_row(
           "std", [](Config& c) -> std::vector<float>& { return c.data.std; }, true),
-      {"optimizer", "type", false, 0,
+      {"optimizer", "type", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (s.value) c.optimizer.type = read_choice(s.ctx, *s.value, s.path, {"sgd"});
        },
@@ -239,7 +245,7 @@ const std::vector<KeyRow>& rows() {
           "optimizer", "weight_decay",
           [](Config& c) -> double& { return c.optimizer.weight_decay; }, "a number ≥ 0",
           [](double x) { return x >= 0; }),
-      {"optimizer", "nesterov", false, 0,
+      {"optimizer", "nesterov", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (!s.value) return;
          c.optimizer.nesterov = read_bool(s.ctx, *s.value, s.path);
@@ -251,21 +257,25 @@ const std::vector<KeyRow>& rows() {
        },
        [](const Config& c) { return std::string(c.optimizer.nesterov ? "true" : "false"); }},
       int_row(
-          "train", "epochs", [](Config& c) -> int& { return c.train.epochs; }, 1, 1),
+          "train", "epochs", [](Config& c) -> int& { return c.train.epochs; }, 1,
+          may_change_on_resume(1)),
       int_row(
           "train", "batch_size", [](Config& c) -> int& { return c.train.batch_size; }, 1),
       uint64_row("train", "seed", [](Config& c) -> uint64_t& { return c.train.seed; }),
       bool_row("train", "shuffle", [](Config& c) -> bool& { return c.train.shuffle; }),
       bool_row(
-          "train", "deterministic", [](Config& c) -> bool& { return c.train.deterministic; }, 6),
+          "train", "deterministic", [](Config& c) -> bool& { return c.train.deterministic; },
+          may_change_on_resume(6)),
       int_row(
-          "train", "log_interval", [](Config& c) -> int& { return c.train.log_interval; }, 1, 5),
+          "train", "log_interval", [](Config& c) -> int& { return c.train.log_interval; }, 1,
+          may_change_on_resume(5)),
       int_row(
-          "train", "threads", [](Config& c) -> int& { return c.train.threads; }, 0, 4),
+          "train", "threads", [](Config& c) -> int& { return c.train.threads; }, 0,
+          may_change_on_resume(4)),
       string_row(
           "output", "dir", [](Config& c) -> std::string& { return c.output_dir; }, "a folder path",
-          "", 2),
-      {"", "device", false, 3,
+          "", may_change_on_resume(2)),
+      {"", "device", false, may_change_on_resume(3),
        [](const Slot& s, Config& c) {
          if (!s.value) return;
          const Node& n = *s.value;

@@ -50,7 +50,6 @@ class Context {
 
   const std::string& source() const { return source_; }
   const std::string& override_text(int i) const { return overrides_[size_t(i)]; }
-  size_t override_count() const { return overrides_.size(); }
 
   std::string where(const Node& n) const;
   std::string where_key(const MapEntry& e) const;

@@ -72,6 +72,10 @@ struct Run {
   TrainCounters train_epoch(int epoch, int64_t first_step, const TrainCounters& carried,
                             double* seconds);
   void finish_epoch(EpochMetrics& m, TrainSummary& summary);
+  // What the engine noticed on its own (a graph capture that failed): to the user's stderr.
+  void forward_warnings() {
+    for (const std::string& w : engine->take_warnings()) observer.on_warning(w);
+  }
 };
 
 void Run::setup() {
@@ -198,6 +202,7 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
     ++state.global_step;
     observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);
     if ((step + 1) % log_interval == 0 && step + 1 < steps_per_epoch) {
+      forward_warnings();
       const TrainCounters c = plus(carried, engine->read_counters(false));
       if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
       last_checked_step = state.global_step;
@@ -230,6 +235,7 @@ void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
   state.partial = {};
   write_checkpoint(state);
   outputs->append_metrics(metrics_line(m, state.global_step, state.run_id));
+  forward_warnings();
   summary.epochs.push_back(m);
   observer.on_epoch(m);
 }
@@ -282,6 +288,8 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
                  run.normalization);
   }
+  // Read last: the description says so when the engine had to fall back to eager steps.
+  summary.engine = run.engine->describe();
   summary.best_test_acc = state.best_test_acc;
   summary.best_epoch = state.best_epoch;
   summary.final_test_acc =

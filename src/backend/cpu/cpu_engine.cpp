@@ -1,12 +1,12 @@
 // The CPU backend: gputrain::Engine over the ops of src/backend/cpu/ops.cpp. Every buffer is sized
 // for the planned batch when the engine is built; a step only reads and writes them.
-#include <cblas.h>
 #include <omp.h>
 
 #include <cmath>
 #include <numeric>
 #include <string>
 
+#include "gputrain/blas_info.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
 
@@ -19,7 +19,9 @@ class CpuEngine final : public Engine {
       : plan_(plan), options_(options), batch_(options.batch_size) {
     threads_ = options.threads > 0 ? options.threads : omp_get_num_procs();
     omp_set_num_threads(threads_);
-    openblas_set_num_threads(threads_);
+    // Whichever OpenBLAS build the dynamic linker gave us (openmp, pthread, serial): one thread
+    // per GEMM call, the calls spread over our OpenMP threads (blas_info.hpp says why).
+    blas_ = describe_blas(configure_blas_threads(threads_));
     if (int(options.mean.size()) != plan.input.channels ||
         int(options.std.size()) != plan.input.channels)
       throw Error("normalization needs one mean and std per input channel");
@@ -72,7 +74,8 @@ class CpuEngine final : public Engine {
   }
 
   std::string describe() const override {
-    return "cpu, " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s");
+    return "cpu, " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s") + ", " +
+           blas_;
   }
 
   void set_parameters(const std::vector<float>& values) override {
@@ -267,6 +270,7 @@ class CpuEngine final : public Engine {
   ModelPlan plan_;
   EngineOptions options_;
   int batch_ = 0, threads_ = 1;
+  std::string blas_;  // "OpenBLAS 0.3.21 (openmp, 2 threads)"
   std::vector<float> params_, grads_, momentum_, input_, workspace_;
   std::vector<std::vector<float>> storage_, grad_storage_;
   std::vector<float*> act_, grad_;

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "gputrain/ops.hpp"
+#include "gputrain/optimizer.hpp"
 
 // cudaStream_t without <cuda_runtime_api.h> (same typedef, so including both is fine).
 struct CUstream_st;
@@ -55,7 +56,7 @@ inline SgdHyper make_sgd_hyper(const cpu::SgdParams& p) {
 // (cudaMemcpyAsync) when a new order starts (epoch start, resume) and replay the graph.
 struct StepState {
   int64_t first = 0;  // position in `order` of the next batch's first sample
-  int64_t step = 0;   // steps taken (advanced by 1 per step; free for the engine's bookkeeping)
+  int64_t step = 0;   // the global step, +1 per forward_backward: the optimizer's table index + 1
 };
 
 // ---- bias + activation (kernels/bias_act.cu) ----------------------------------------------------
@@ -91,13 +92,13 @@ void launch_bias_grad(const float* dy, const float* relu_y, float* dx, float* db
 // y [N,C,Ho,Wo] = max over each kernel×kernel window (stride, no padding, floor mode) of
 // x [N,C,H,W]; argmax [N,C,Ho,Wo] = h*W + w of the max within the input plane: the first maximum in
 // row-major window order, a NaN wins and propagates (cpu::maxpool2d_forward).
-void launch_maxpool2d_forward(const cpu::PoolGeometry& g, const float* x, float* y, int32_t* argmax,
+void launch_maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int32_t* argmax,
                               cudaStream_t stream);
 
 // dx [N,C,H,W] = 0, then dx[argmax] += dy [N,C,Ho,Wo] (cpu::maxpool2d_backward). Each input element
 // gathers from the windows that contain it, in row-major window order: deterministic, no atomics,
 // the same sum order as the CPU version.
-void launch_maxpool2d_backward(const cpu::PoolGeometry& g, const float* dy, const int32_t* argmax,
+void launch_maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* argmax,
                                float* dx, cudaStream_t stream);
 
 // ---- softmax cross-entropy (kernels/softmax_xent.cu) --------------------------------------------
@@ -133,6 +134,13 @@ void launch_softmax_xent(int batch, int classes, const float* logits, const int3
 // be null here (the host cannot know μ).
 void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const SgdHyper* hyper,
                        cudaStream_t stream);
+// The engine's update: momentum, weight decay and Nesterov from `constants` (fixed for the run),
+// lr from the step table entry [state->step − 1] (clamped to [0, table_size)): state->step counts
+// the forward_backward passes, so after a step's forward_backward it names that step. One launch
+// serves every step of a schedule inside or outside a graph. v may be null when momentum == 0.
+void launch_sgd_step(int64_t n, float* w, const float* g, float* v, const SgdHyper& constants,
+                     const StepHyper* table, int64_t table_size, const StepState* state,
+                     cudaStream_t stream);
 // Same with the hyper-parameters baked into the launch (not for a graph that changes lr); v may be
 // null when p.momentum == 0.
 void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const cpu::SgdParams& p,

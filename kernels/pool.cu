@@ -7,7 +7,7 @@ namespace {
 
 constexpr int kPoolThreads = 256;
 
-PoolShape shape_of(const char* kernel, const cpu::PoolGeometry& g) {
+PoolShape shape_of(const char* kernel, const PoolGeometry& g) {
   if (g.batch < 0 || g.channels < 0 || g.kernel < 1 || g.stride < 1 || g.in_height < g.kernel ||
       g.in_width < g.kernel)
     detail::bad_argument(
@@ -31,7 +31,7 @@ bool fits32(int64_t total) {
 
 }  // namespace
 
-void launch_maxpool2d_forward(const cpu::PoolGeometry& g, const float* x, float* y, int32_t* argmax,
+void launch_maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int32_t* argmax,
                               cudaStream_t stream) {
   const PoolShape s = shape_of("maxpool2d_forward", g);
   const int64_t total = s.planes * s.out_height * s.out_width;
@@ -42,7 +42,7 @@ void launch_maxpool2d_forward(const cpu::PoolGeometry& g, const float* x, float*
       dim3(detail::grid_for(total, kPoolThreads)), dim3(kPoolThreads), 0, stream, s, x, y, argmax);
 }
 
-void launch_maxpool2d_backward(const cpu::PoolGeometry& g, const float* dy, const int32_t* argmax,
+void launch_maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* argmax,
                                float* dx, cudaStream_t stream) {
   const PoolShape s = shape_of("maxpool2d_backward", g);
   const int64_t total = s.planes * s.height * s.width;

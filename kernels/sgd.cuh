@@ -27,14 +27,26 @@ struct SgdStep {
   }
 };
 
+// The step table entry of the step whose update runs now: state->step counts the forward_backward
+// passes (the global step + 1 once the step's forward_backward has run), clamped to the table.
+__device__ __forceinline__ float table_lr(const StepHyper* table, int64_t table_size,
+                                          const StepState* state) {
+  int64_t entry = state->step - 1;
+  entry = entry < 0 ? 0 : (entry >= table_size ? table_size - 1 : entry);
+  return table[entry].lr;
+}
+
 // w, g, v [n]: the first 4·n4 elements as float4 (n4 = 0 unless all three are 16-byte aligned), the
 // rest one by one. Hyper-parameters from device memory (`hyper`, so a captured graph picks up a
-// new lr) or, when hyper is null, from `by_value`. v is not touched when momentum == 0.
+// new lr), or `by_value` with its lr replaced by the step table's when `table` is set (one graph
+// serves every step of a schedule), or `by_value` alone. v is not touched when momentum == 0.
 __global__ void __launch_bounds__(256)
     sgd_update_kernel(int64_t n, int64_t n4, float* __restrict__ w, const float* __restrict__ g,
-                      float* __restrict__ v, const SgdHyper* __restrict__ hyper,
-                      SgdHyper by_value) {
-  const SgdHyper h = hyper ? *hyper : by_value;
+                      float* __restrict__ v, const SgdHyper* __restrict__ hyper, SgdHyper by_value,
+                      const StepHyper* __restrict__ table, int64_t table_size,
+                      const StepState* __restrict__ state) {
+  SgdHyper h = hyper ? *hyper : by_value;
+  if (table) h.lr = table_lr(table, table_size, state);
   const SgdStep step{h.lr, h.momentum, h.weight_decay, h.momentum != 0.0f, h.nesterov != 0};
   const int64_t stride = detail::grid_threads();
   float dummy_v = 0.0f;

@@ -13,13 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"
 dir="${2:-.deps}"
+# What gpu_check.sh needs there: the build's -dev packages and the run-time libraries a binary built
+# here links (gputrain's ldd: spdlog, fmt, yaml-cpp, OpenBLAS with its gfortran and quadmath), the
+# Fashion-MNIST set (parity suite), and ninja-build in case the machine has no `ninja` (gpu_check
+# builds with Ninja; its unpacked bin/ is put at the end of PATH, so a local ninja wins). Not
+# libgomp1 or libstdc++: a GPU machine's compiler brings newer ones, which must not be shadowed.
 PACKAGES=(libcli11-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 catch2 libyaml-cpp-dev
-          libyaml-cpp0.7 libopenblas-openmp-dev libopenblas0-openmp libgfortran5 dataset-fashion-mnist)
+          libyaml-cpp0.7 libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libquadmath0
+          zlib1g-dev dataset-fashion-mnist ninja-build)
 case "$mode" in
   download)
     mkdir -p "$dir"
     (cd "$dir" && apt-get download "${PACKAGES[@]}")
-    echo "offline_deps: $(ls "$dir"/*.deb | wc -l) packages in $dir"
+    debs=("$dir"/*.deb)
+    echo "offline_deps: ${#debs[@]} packages in $dir ($(du -sh "$dir" | cut -f1))"
     ;;
   unpack)
     shopt -s nullglob
@@ -32,6 +39,12 @@ case "$mode" in
     # The -dev packages point libopenblas.so at /etc/alternatives; give the build a direct link.
     ln -sf openblas-openmp/libopenblas.so.0 "$arch_lib/libopenblas.so"
     ln -sf openblas-openmp/cblas.h "$root/usr/include/x86_64-linux-gnu/cblas.h" 2>/dev/null || true
+    # zlib1g-dev's libz.so points at a libz.so.1.x that zlib1g (not packed: every system has one,
+    # and a packed copy would shadow it) would bring: link it to this machine's libz.so.1 instead.
+    if [[ -L "$arch_lib/libz.so" && ! -e "$arch_lib/libz.so" ]]; then
+      system_libz=$( (ldconfig -p 2>/dev/null || true) | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
+      [[ -n "$system_libz" ]] && ln -sf "$system_libz" "$arch_lib/libz.so"
+    fi
     echo "offline_deps: unpacked ${#debs[@]} packages into $root"
     echo "CMAKE_PREFIX_PATH=$root/usr"
     echo "LD_LIBRARY_PATH=$arch_lib:$arch_lib/openblas-openmp"

@@ -1,15 +1,19 @@
 // Weights and checkpoints as safetensors files.
 //   model.safetensors       the parameters, named as the PyTorch model's state_dict, plus the input
 //                           normalization in __metadata__ (normalize_mean / normalize_std)
-//   checkpoint.safetensors  the same + momentum buffers ("momentum.<name>") + where training stands
+//   checkpoint.safetensors  the same + the optimizer's state buffers, each parameter's slice named
+//                           "<checkpoint_prefix><name>" ("momentum.conv1.weight") + where training
+//                           stands
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "gputrain/engine.hpp"
 #include "gputrain/model.hpp"
+#include "gputrain/optimizer.hpp"
 
 namespace gputrain {
 
@@ -23,9 +27,11 @@ struct LoadedWeights {
   Normalization normalization;
 };
 
-// Writes the parameters (flat, plan order) with their state_dict names, atomically.
+// Writes the parameters (flat, plan order) with their state_dict names, atomically; `extra`
+// metadata entries are added to __metadata__ (e.g. which epoch a best-weights file holds).
 void save_weights(const std::string& path, const ModelPlan& plan,
-                  const std::vector<float>& parameters, const Normalization& normalization);
+                  const std::vector<float>& parameters, const Normalization& normalization,
+                  const std::map<std::string, std::string>& extra = {});
 
 // Reads a weights file (or a checkpoint) strictly, as PyTorch's load_state_dict(strict=True): every
 // parameter of the plan present with its exact shape, no unexpected tensors. WeightsError
@@ -41,17 +47,31 @@ struct TrainingState {
   double best_test_acc = -1;
   int best_epoch = 0;       // 1-based, 0 = none yet
   std::string config_yaml;  // the resolved config of the run
+  std::string run_id;       // the run's identity (checkpoints before run ids: empty)
+};
+
+// One optimizer state buffer (flat, parameter layout) with its name.
+struct OptimizerStateBuffer {
+  OptimizerStateInfo info;
+  std::vector<float> values;
 };
 
 void save_checkpoint(const std::string& path, const ModelPlan& plan,
-                     const std::vector<float>& parameters, const std::vector<float>& momentum,
+                     const std::vector<float>& parameters,
+                     const std::vector<OptimizerStateBuffer>& optimizer_state,
                      const Normalization& normalization, const TrainingState& state);
 
 struct LoadedCheckpoint {
-  std::vector<float> parameters, momentum;
+  std::vector<float> parameters;
+  std::vector<OptimizerStateBuffer> optimizer_state;  // those asked for, in that order
   Normalization normalization;
   TrainingState state;
 };
-LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan);
+// Reads a checkpoint with the optimizer state buffers `expected` (each must be present whole).
+LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
+                                 const std::vector<OptimizerStateInfo>& expected);
+
+// The resolved config YAML a checkpoint was trained with (before its plan is known).
+std::string checkpoint_config_yaml(const std::string& path);
 
 }  // namespace gputrain

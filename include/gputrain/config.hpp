@@ -67,7 +67,7 @@ struct Config {
   OptimizerConfig optimizer;
   TrainConfig train;
   std::string output_dir = "runs/default";
-  std::string device = "auto";  // auto | cpu | cuda
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N (the N-th visible GPU)
 };
 
 // Loads `path`, applies overrides ("a.b.c=value", value parsed as YAML), validates everything.
@@ -80,5 +80,17 @@ Config parse_config(const std::string& yaml_text, const std::string& source_name
 
 // The resolved config as YAML (written to the output folder as config.yaml; loads back the same).
 std::string to_yaml(const Config& config);
+
+// --resume: throws ConfigError naming the first differing key unless `now` matches the checkpoint's
+// config in every key that must not change on resume (the schema says which may: train.epochs,
+// output.dir, device, …).
+void check_resume_compatible(const Config& now, const std::string& checkpoint_config_yaml,
+                             const std::string& checkpoint_path);
+
+// auto, cpu, cuda or cuda:N (N decimal, up to 9 digits).
+bool valid_device(const std::string& device);
+
+// Every config key as its dotted path ("train.epochs", "device"), in the schema's order.
+std::vector<std::string> config_key_paths();
 
 }  // namespace gputrain

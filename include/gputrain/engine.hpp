@@ -1,6 +1,16 @@
-// A backend's training engine: owns the flat parameter/gradient/momentum buffers, the data set copy
-// and every activation for one model and batch size, all allocated when it is built ("plan, then
-// run"). The trainer drives it; nothing in a step allocates or waits for the host.
+// A backend's training engine: owns the flat parameter and gradient buffers, the optimizer's state
+// buffers, the data set copy and every activation for one model and batch size, all allocated when
+// it is built ("plan, then run"). The trainer drives it; nothing in a step allocates or waits for
+// the host.
+//
+// A training step is three calls, so that a data-parallel run can all-reduce the gradients between
+// the second and the third (the trainer does; an engine never talks to other processes):
+//   forward_backward(first, count, grad_scale)   gather + normalize the batch, forward, loss
+//                                                (counters), backward: gradients() = ∂(Σ
+//                                                loss)/scale
+//   gradients()                                   the flat gradient buffer, in place
+//   apply_optimizer()                             update with the step table's entry [global_step],
+//                                                 then global_step += 1
 #pragma once
 
 #include <atomic>
@@ -11,7 +21,7 @@
 
 #include "gputrain/dataset.hpp"
 #include "gputrain/model.hpp"
-#include "gputrain/ops.hpp"
+#include "gputrain/optimizer.hpp"
 
 namespace gputrain {
 
@@ -22,6 +32,15 @@ struct EngineOptions {
   bool deterministic = false;    // CUDA: deterministic algorithms only
   bool use_graph = true;         // CUDA: capture the step as a graph after a warm-up step
   int device_index = 0;          // CUDA device
+  OptimizerSpec optimizer;       // the update rule (its per-step values come from set_step_table)
+};
+
+// A backend's flat buffer (parameters layout: ModelPlan::parameter_count floats), for in-place work
+// by the caller such as an all-reduce. `on_device`: data is device memory of the engine's GPU.
+struct FlatBuffer {
+  float* data = nullptr;
+  size_t count = 0;
+  bool on_device = false;
 };
 
 // Loss and accuracy accumulated over training steps since the last reset.
@@ -44,11 +63,19 @@ class Engine {
   virtual ~Engine() = default;
   virtual std::string describe() const = 0;  // "cpu, 2 threads" / "cuda:0 NVIDIA H100 ..."
 
-  // Host copies of the flat buffers, in ModelPlan::parameters order.
+  // Host copies of the flat parameter buffer, in ModelPlan::parameters order.
   virtual void set_parameters(const std::vector<float>& values) = 0;
   virtual std::vector<float> parameters() = 0;
-  virtual void set_momentum(const std::vector<float>& values) = 0;
-  virtual std::vector<float> momentum() = 0;
+  // The optimizer's state buffers by name (optimizer_state(options.optimizer)), same layout.
+  virtual void set_state(const std::string& name, const std::vector<float>& values) = 0;
+  virtual std::vector<float> state(const std::string& name) = 0;
+
+  // Per-step hyper-parameters of the run, indexed by global step (clamped to the last entry). Set
+  // once before training (a copy to the device; not inside a step).
+  virtual void set_step_table(const std::vector<StepHyper>& table) = 0;
+  // Updates applied so far (restored on resume: AdamW's bias correction and the schedule need it).
+  virtual void set_global_step(int64_t step) = 0;
+  virtual int64_t global_step() const = 0;
 
   // Copies (uploads) a set once; images must have the model's input shape.
   virtual void set_train_data(const ImageSet& train) = 0;
@@ -56,8 +83,15 @@ class Engine {
 
   // The training order of the coming steps: indices into the training set.
   virtual void set_order(const std::vector<int32_t>& order) = 0;
-  // One SGD step on order[first, first + count), count <= batch_size; loss is the batch mean.
-  virtual void train_step(int64_t first, int count, const cpu::SgdParams& sgd) = 0;
+  // The batch order[first, first + count), count <= batch_size: forward, loss, backward. The
+  // gradient buffer receives ∂(sum of the batch's per-sample losses)/grad_scale (grad_scale =
+  // count: the batch mean). Loss and accuracy accumulate into the counters.
+  virtual void forward_backward(int64_t first, int count, float grad_scale) = 0;
+  // The flat gradient buffer of the last forward_backward, for in-place work between the phases.
+  virtual FlatBuffer gradients() = 0;
+  // One optimizer update of the parameters from gradients() with the step table's entry
+  // [global_step()], then global_step() + 1.
+  virtual void apply_optimizer() = 0;
   // Reads the accumulated counters (a host sync on a device backend); `reset` zeroes them.
   virtual TrainCounters read_counters(bool reset) = 0;
   // Scores the eval set with the current parameters; logits (count × classes) when asked.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gputrain/config.hpp"
+#include "gputrain/geometry.hpp"
 
 namespace gputrain {
 
@@ -29,6 +30,15 @@ struct LayerPlan {
   LayerConfig config;
   ActivationShape input, output;
   int weight_index = -1, bias_index = -1;  // into ModelPlan::parameters, -1 when none
+  // A ReLU right after a conv2d/linear is folded into it, decided here once for every backend:
+  // the producer applies max(y, 0) to its own output (fused_relu), and the ReLU layer (folded) does
+  // nothing of its own; its backward masks the gradient in place.
+  bool fused_relu = false;  // conv2d/linear: applies the next layer's ReLU
+  bool folded = false;      // relu: applied by the previous layer
+
+  // conv2d / maxpool2d: the op's geometry for a batch of n.
+  ConvGeometry conv_geometry(int n) const;
+  PoolGeometry pool_geometry(int n) const;
 };
 
 struct ModelPlan {

@@ -6,24 +6,9 @@
 
 #include <cstdint>
 
+#include "gputrain/geometry.hpp"
+
 namespace gputrain::cpu {
-
-struct ConvGeometry {
-  int batch = 0;
-  int in_channels = 0, in_height = 0, in_width = 0;
-  int out_channels = 0, kernel = 0, stride = 1, padding = 0;
-  int out_height() const { return (in_height + 2 * padding - kernel) / stride + 1; }
-  int out_width() const { return (in_width + 2 * padding - kernel) / stride + 1; }
-  int64_t col_rows() const { return int64_t(in_channels) * kernel * kernel; }
-  int64_t col_cols() const { return int64_t(out_height()) * out_width(); }
-};
-
-struct PoolGeometry {
-  int batch = 0, channels = 0, in_height = 0, in_width = 0;
-  int kernel = 2, stride = 2;  // no padding; floor mode, as nn.MaxPool2d's defaults
-  int out_height() const { return (in_height - kernel) / stride + 1; }
-  int out_width() const { return (in_width - kernel) / stride + 1; }
-};
 
 // Scratch space the conv ops need (im2col columns per thread); query, allocate once, pass in.
 int64_t conv_workspace_floats(const ConvGeometry& g, int threads);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gputrain/checkpoint.hpp"
+#include "gputrain/communicator.hpp"
 #include "gputrain/config.hpp"
 #include "gputrain/engine.hpp"
 
@@ -25,6 +26,9 @@ class TrainObserver {
  public:
   virtual ~TrainObserver() = default;
   virtual void on_info(const std::string& /*message*/) {}
+  // Something the user must see even when asking for quiet (the CLI prints it on stderr): e.g. a
+  // GPU that is present but unusable, so the run falls back to the far slower CPU.
+  virtual void on_warning(const std::string& /*message*/) {}
   // Every step (cheap: no device sync behind it).
   virtual void on_step(int /*epoch*/, int64_t /*step_in_epoch*/, int64_t /*steps_per_epoch*/,
                        int64_t /*samples_done*/) {}
@@ -36,14 +40,19 @@ class TrainObserver {
 
 struct TrainRequest {
   Config config;
-  std::string out_dir;      // where outputs go (the CLI resolves --out vs output.dir)
+  // Where outputs go; empty: the checkpoint's folder when resuming, else config.output_dir. A
+  // folder holding another run's outputs is refused unless `overwrite`. "~/" expands to $HOME.
+  std::string out_dir;
+  bool overwrite = false;
   std::string resume_path;  // checkpoint to continue, or empty
   std::string init_path;    // weights to start from, or empty
   bool use_graph = true;
   const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT): checkpoint and stop
+  Communicator* communicator = nullptr;     // between the step's phases; null: this process alone
 };
 
 struct TrainSummary {
+  std::string run_id;
   std::vector<EpochMetrics> epochs;  // the epochs run by this invocation
   double best_test_acc = 0, final_test_acc = 0;
   int best_epoch = 0;
@@ -56,6 +65,11 @@ struct TrainSummary {
 // Throws UserError subclasses for bad input, RuntimeFailure for a non-finite loss (naming the
 // step), Interrupted after writing a checkpoint when *stop became true.
 TrainSummary train(const TrainRequest& request, TrainObserver& observer);
+
+// The config a checkpoint's run used, with `overrides` ("key.path=value") applied: what
+// `train --resume CHECKPOINT` runs with when no --config is given.
+Config config_of_checkpoint(const std::string& checkpoint_path,
+                            const std::vector<std::string>& overrides = {});
 
 struct EvalRequest {
   Config config;

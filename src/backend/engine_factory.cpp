@@ -1,4 +1,10 @@
-// Backend choice, made once per run: "cpu", "cuda", or "auto" (CUDA when a usable device exists).
+// Backend choice, made once per run: "cpu", "cuda", "cuda:N", or "auto" (CUDA when a usable device
+// exists).
+#include <sys/stat.h>
+
+#include <climits>
+
+#include "backend/engine_choice.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
 
@@ -7,6 +13,33 @@
 #endif
 
 namespace gputrain {
+
+namespace {
+
+// An NVIDIA GPU is on this machine, whether or not this build and driver can use it: the driver's
+// device nodes exist.
+bool nvidia_device_node_present() {
+  struct stat st {};
+  return ::stat("/dev/nvidia0", &st) == 0 || ::stat("/dev/nvidiactl", &st) == 0;
+}
+
+// "cuda:3" → 3; "cuda" → 0. The config reader has checked the spelling.
+int device_index(const std::string& device) {
+  if (device.size() <= 5) return 0;
+  const long long n = std::stoll(device.substr(5));
+  if (n > INT_MAX) throw ConfigError("device: GPU index " + device.substr(5) + " is too large");
+  return static_cast<int>(n);
+}
+
+std::string visible_list(const std::vector<DeviceInfo>& devices) {
+  std::string out;
+  for (const DeviceInfo& d : devices)
+    out +=
+        (out.empty() ? "" : ", ") + std::string("cuda:") + std::to_string(d.index) + " " + d.name;
+  return out;
+}
+
+}  // namespace
 
 bool cuda_compiled_in() {
 #ifdef GPUTRAIN_WITH_CUDA
@@ -33,31 +66,61 @@ std::vector<DeviceInfo> cuda_devices(std::string* why_none) {
 #endif
 }
 
-std::unique_ptr<Engine> make_engine(const std::string& device, const ModelPlan& plan,
-                                    const EngineOptions& options, std::string* note) {
-  if (device == "cpu") return make_cpu_engine(plan, options);
-  if (device != "cuda" && device != "auto")
-    throw ConfigError("device: expected auto, cpu or cuda, got '" + device + "'");
+EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
+                           const EngineOptions& options) {
+  EngineChoice choice;
+  if (device == "cpu") {
+    choice.engine = make_cpu_engine(plan, options);
+    return choice;
+  }
+  const bool cuda_n = device.rfind("cuda:", 0) == 0 && device.size() > 5 &&
+                      device.find_first_not_of("0123456789", 5) == std::string::npos;
+  if (device != "cuda" && device != "auto" && !cuda_n)
+    throw ConfigError("device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
+  EngineOptions gpu_options = options;
+  gpu_options.device_index = device_index(device);
   std::string why;
   const auto devices = cuda_devices(&why);
   if (devices.empty()) {
-    if (device == "cuda") throw DeviceError("--device cuda: no usable CUDA device: " + why);
-    if (note) *note = "no CUDA device (" + why + "), using the CPU";
-    return make_cpu_engine(plan, options);
+    if (device != "auto")
+      throw DeviceError("--device " + device + ": no usable CUDA device: " + why);
+    if (nvidia_device_node_present())
+      choice.warning = "an NVIDIA GPU is present but not usable (" + why +
+                       "): training on the CPU, which is far slower";
+    else
+      choice.info = "no CUDA device (" + why + "), using the CPU";
+    choice.engine = make_cpu_engine(plan, options);
+    return choice;
   }
+  if (gpu_options.device_index >= int(devices.size()))
+    throw DeviceError("--device " + device + ": no such GPU: " + std::to_string(devices.size()) +
+                      " visible (" + visible_list(devices) +
+                      "; CUDA_VISIBLE_DEVICES selects and renumbers them)");
 #ifdef GPUTRAIN_WITH_CUDA
-  if (device == "cuda") return cuda::make_cuda_engine(plan, options);
+  if (device != "auto") {
+    choice.engine = cuda::make_cuda_engine(plan, gpu_options);
+    return choice;
+  }
   // "auto": a device this build cannot use (no code for its architecture, too little memory for
-  // the model) is no reason to fail when the CPU can do the work.
+  // the model) is no reason to fail when the CPU can do the work, but the user must hear of it.
   try {
-    return cuda::make_cuda_engine(plan, options);
+    choice.engine = cuda::make_cuda_engine(plan, gpu_options);
   } catch (const DeviceError& e) {
-    if (note) *note = std::string("CUDA device not usable (") + e.what() + "), using the CPU";
-    return make_cpu_engine(plan, options);
+    choice.warning = std::string("CUDA device not usable (") + e.what() +
+                     "): training on the CPU, which is far slower";
+    choice.engine = make_cpu_engine(plan, options);
   }
 #else
-  return make_cpu_engine(plan, options);
+  choice.engine = make_cpu_engine(plan, options);
 #endif
+  return choice;
+}
+
+std::unique_ptr<Engine> make_engine(const std::string& device, const ModelPlan& plan,
+                                    const EngineOptions& options, std::string* note) {
+  EngineChoice choice = choose_engine(device, plan, options);
+  if (note) *note = !choice.warning.empty() ? choice.warning : choice.info;
+  return std::move(choice.engine);
 }
 
 }  // namespace gputrain

@@ -11,8 +11,6 @@
 namespace gputrain {
 namespace {
 
-constexpr const char* kMomentumPrefix = "momentum.";
-
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -121,10 +119,12 @@ double get_double(const std::string& path, const TensorFile& file, const std::st
 }  // namespace
 
 void save_weights(const std::string& path, const ModelPlan& plan,
-                  const std::vector<float>& parameters, const Normalization& normalization) {
+                  const std::vector<float>& parameters, const Normalization& normalization,
+                  const std::map<std::string, std::string>& extra) {
   TensorFile file;
   add_tensors(file, plan, parameters, "");
   add_normalization(file, normalization);
+  for (const auto& [key, value] : extra) file.metadata[key] = value;
   file.metadata["format"] = "pt";  // what Python's safetensors.torch writes: loaders expect it
   write_safetensors(path, file);
 }
@@ -134,8 +134,17 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
   const bool is_checkpoint = file.metadata.count("gputrain_checkpoint") > 0;
   std::set<std::string> expected;
   for (const ParameterInfo& p : plan.parameters) expected.insert(p.name);
+  // A checkpoint also holds the optimizer's state, "<prefix><parameter name>": not weights.
+  auto is_optimizer_state = [&](const std::string& name) {
+    for (const ParameterInfo& p : plan.parameters)
+      if (name.size() > p.name.size() + 1 &&
+          name.compare(name.size() - p.name.size(), p.name.size(), p.name) == 0 &&
+          name[name.size() - p.name.size() - 1] == '.')
+        return true;
+    return false;
+  };
   for (const NamedTensor& t : file.tensors) {
-    if (is_checkpoint && t.name.rfind(kMomentumPrefix, 0) == 0) continue;
+    if (is_checkpoint && !expected.count(t.name) && is_optimizer_state(t.name)) continue;
     if (!expected.count(t.name))
       throw WeightsError(path + ": unexpected tensor '" + t.name +
                          "' (the model has no such parameter; check the config's layer names)");
@@ -147,11 +156,13 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
 }
 
 void save_checkpoint(const std::string& path, const ModelPlan& plan,
-                     const std::vector<float>& parameters, const std::vector<float>& momentum,
+                     const std::vector<float>& parameters,
+                     const std::vector<OptimizerStateBuffer>& optimizer_state,
                      const Normalization& normalization, const TrainingState& s) {
   TensorFile file;
   add_tensors(file, plan, parameters, "");
-  add_tensors(file, plan, momentum, kMomentumPrefix);
+  for (const OptimizerStateBuffer& b : optimizer_state)
+    add_tensors(file, plan, b.values, b.info.checkpoint_prefix);
   add_normalization(file, normalization);
   auto& m = file.metadata;
   m["gputrain_checkpoint"] = "1";
@@ -164,16 +175,19 @@ void save_checkpoint(const std::string& path, const ModelPlan& plan,
   m["best_test_acc"] = json_number(s.best_test_acc);
   m["best_epoch"] = std::to_string(s.best_epoch);
   m["config"] = s.config_yaml;
+  if (!s.run_id.empty()) m["run_id"] = s.run_id;
   write_safetensors(path, file);
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan) {
+LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
+                                 const std::vector<OptimizerStateInfo>& expected) {
   const TensorFile file = read_safetensors(path);
   if (!file.metadata.count("gputrain_checkpoint"))
     throw WeightsError(path + ": not a gputrain checkpoint (a weights file? use --init for those)");
   LoadedCheckpoint c;
   c.parameters = gather(path, file, plan, "");
-  c.momentum = gather(path, file, plan, kMomentumPrefix);
+  for (const OptimizerStateInfo& info : expected)
+    c.optimizer_state.push_back({info, gather(path, file, plan, info.checkpoint_prefix)});
   if (!read_normalization(path, file, c.normalization))
     throw WeightsError(path + ": checkpoint without normalize_mean / normalize_std metadata");
   TrainingState& s = c.state;
@@ -186,9 +200,17 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan)
   s.best_test_acc = get_double(path, file, "best_test_acc");
   s.best_epoch = int(get_int(path, file, "best_epoch"));
   s.config_yaml = get(path, file, "config");
+  if (file.metadata.count("run_id")) s.run_id = file.metadata.at("run_id");
   if (s.epoch < 0 || s.step_in_epoch < 0 || s.global_step < 0)
     throw WeightsError(path + ": negative epoch or step in the checkpoint's metadata");
   return c;
+}
+
+std::string checkpoint_config_yaml(const std::string& path) {
+  const TensorFile file = read_safetensors(path);
+  if (!file.metadata.count("gputrain_checkpoint"))
+    throw WeightsError(path + ": not a gputrain checkpoint (a weights file? use --init for those)");
+  return get(path, file, "config");
 }
 
 }  // namespace gputrain

@@ -34,6 +34,30 @@ std::string shape_text(const ActivationShape& s) {
 
 }  // namespace
 
+ConvGeometry LayerPlan::conv_geometry(int n) const {
+  ConvGeometry g;
+  g.batch = n;
+  g.in_channels = input.channels;
+  g.in_height = input.height;
+  g.in_width = input.width;
+  g.out_channels = config.out_channels;
+  g.kernel = config.kernel;
+  g.stride = config.stride;
+  g.padding = config.padding;
+  return g;
+}
+
+PoolGeometry LayerPlan::pool_geometry(int n) const {
+  PoolGeometry g;
+  g.batch = n;
+  g.channels = input.channels;
+  g.in_height = input.height;
+  g.in_width = input.width;
+  g.kernel = config.kernel;
+  g.stride = config.stride;
+  return g;
+}
+
 ModelPlan plan_model(const ModelConfig& config, const std::string& config_source) {
   ModelPlan plan;
   plan.input = {config.input_channels, config.input_height, config.input_width};
@@ -118,6 +142,12 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
       }
     }
     lp.output = shape;
+    if (layer.kind == LayerKind::Relu && i > 0) {
+      LayerPlan& producer = plan.layers.back();
+      const LayerKind k = producer.config.kind;
+      if ((k == LayerKind::Conv2d || k == LayerKind::Linear) && !producer.fused_relu)
+        producer.fused_relu = lp.folded = true;
+    }
     plan.layers.push_back(lp);
   }
   if (!flat || shape.height != 1 || shape.width != 1 || plan.parameters.empty())

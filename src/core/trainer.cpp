@@ -1,15 +1,16 @@
+// `gputrain train`: setup (config → plan → data → engine, or a checkpoint's state), then the loop
+// of epochs and steps, each step the engine's three phases with the communicator between them.
 #include "gputrain/trainer.hpp"
 
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
-#include "core/atomic_file.hpp"
+#include "backend/engine_choice.hpp"
 #include "core/json.hpp"
-#include "gputrain/dataset.hpp"
+#include "core/run_outputs.hpp"
+#include "core/run_setup.hpp"
 #include "gputrain/errors.hpp"
-#include "gputrain/model.hpp"
+#include "gputrain/optimizer.hpp"
 #include "gputrain/rng.hpp"
 
 namespace gputrain {
@@ -21,95 +22,11 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::string join_path(const std::string& dir, const std::string& name) {
-  if (dir.empty()) return name;
-  return dir.back() == '/' ? dir + name : dir + "/" + name;
+TrainCounters plus(const TrainCounters& a, const TrainCounters& b) {
+  return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples};
 }
 
-Dataset load_data(const Config& config, int num_classes) {
-  const DataConfig& d = config.data;
-  Dataset data = d.format == DataFormat::Idx
-                     ? load_idx_dataset(d.dir, d.train_limit, d.test_limit, num_classes)
-                     : load_cifar10_dataset(d.dir, d.train_limit, d.test_limit, num_classes);
-  const ModelConfig& m = config.model;
-  for (const ImageSet* set : {&data.train, &data.test}) {
-    if (set->channels != m.input_channels || set->height != m.input_height ||
-        set->width != m.input_width)
-      throw ConfigError(config.source + ": model.input is [" + std::to_string(m.input_channels) +
-                        ", " + std::to_string(m.input_height) + ", " +
-                        std::to_string(m.input_width) + "] but the images in '" + d.dir + "' are " +
-                        std::to_string(set->channels) + "x" + std::to_string(set->height) + "x" +
-                        std::to_string(set->width));
-  }
-  if (data.train.count == 0) throw DataError(d.dir + ": the training set is empty");
-  if (data.test.count == 0) throw DataError(d.dir + ": the test set is empty");
-  return data;
-}
-
-EngineOptions engine_options(const Config& config, const Normalization& n, bool use_graph) {
-  EngineOptions o;
-  o.batch_size = config.train.batch_size;
-  o.mean = n.mean;
-  o.std = n.std;
-  o.threads = config.train.threads;
-  o.deterministic = config.train.deterministic;
-  o.use_graph = use_graph;
-  return o;
-}
-
-cpu::SgdParams sgd_params(const OptimizerConfig& o) {
-  cpu::SgdParams p;
-  p.lr = float(o.lr);
-  p.momentum = float(o.momentum);
-  p.weight_decay = float(o.weight_decay);
-  p.nesterov = o.nesterov;
-  return p;
-}
-
-// Parameters the model has (the flat buffer also holds alignment gaps).
-size_t weights_in(const ModelPlan& plan) {
-  size_t n = 0;
-  for (const ParameterInfo& p : plan.parameters) n += p.count;
-  return n;
-}
-
-// A channel that is constant over the training images has std 0: leave its scale alone (std 1),
-// as dividing by zero would make every input infinite.
-void guard_constant_channels(Normalization& n) {
-  for (float& s : n.std)
-    if (!(s > 0)) s = 1.0f;
-}
-
-// The part of a config that must match for --resume to continue the same run. Epochs (extend a
-// run), output folder, device, threads, logging and data.dir (data moved) may change.
-std::string resume_identity(Config c) {
-  c.source.clear();
-  c.train.epochs = 1;
-  c.output_dir.clear();
-  c.device = "auto";
-  c.train.threads = 0;
-  c.train.log_interval = 1;
-  c.train.deterministic = false;
-  c.data.dir.clear();
-  return to_yaml(c);
-}
-
-void check_resume_config(const std::string& path, const Config& now, const std::string& then_yaml) {
-  const Config then = parse_config(then_yaml, path + " (its config)");
-  const std::string a = resume_identity(then), b = resume_identity(now);
-  if (a == b) return;
-  std::istringstream sa(a), sb(b);
-  std::string la, lb;
-  while (std::getline(sa, la) && std::getline(sb, lb))
-    if (la != lb) break;
-  auto trim = [](std::string s) { return s.erase(0, s.find_first_not_of(' ')); };
-  throw ConfigError(now.source + ": does not match the checkpoint '" + path +
-                    "': the checkpoint has '" + trim(la) + "', the config '" + trim(lb) +
-                    "' (only train.epochs, output.dir, device, train.threads, train.log_interval, "
-                    "train.deterministic and data.dir may change on resume)");
-}
-
-std::string metrics_line(const EpochMetrics& m) {
+std::string metrics_line(const EpochMetrics& m, int64_t global_step, const std::string& run_id) {
   JsonValue o = JsonValue::object();
   o.set("epoch", m.epoch);
   o.set("train_loss", m.train_loss);
@@ -122,208 +39,248 @@ std::string metrics_line(const EpochMetrics& m) {
   o.set("lr", m.lr);
   o.set("steps", m.steps);
   if (m.gpu_busy_percent >= 0) o.set("gpu_busy_percent", m.gpu_busy_percent);
+  o.set("global_step", global_step);
+  o.set("time", utc_timestamp());
+  o.set("run_id", run_id);
   return o.dump();
 }
 
-// Lines of an earlier metrics.jsonl for epochs <= `completed` (resume into the same folder).
-std::vector<std::string> earlier_metrics(const std::string& path, int completed) {
-  std::vector<std::string> kept;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      const JsonValue v = parse_json(line);
-      const JsonValue* e = v.find("epoch");
-      if (e && e->is_number() && e->as_number() <= completed) kept.push_back(line);
-    } catch (const std::exception&) {
-      // A line that does not parse is not ours to keep.
-    }
+// Everything a run holds between its setup and its last epoch.
+struct Run {
+  const TrainRequest& request;
+  TrainObserver& observer;
+  Config config;  // as resolved: output.dir = the folder actually written
+  ModelPlan plan;
+  std::vector<OptimizerStateInfo> optimizer_buffers;
+  Normalization normalization;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<RunOutputs> outputs;
+  TrainingState state;
+  int64_t train_count = 0, batch = 0, steps_per_epoch = 0;
+  std::vector<StepHyper> step_table;
+  ScheduleSpec schedule;
+  int64_t total_steps = 0;
+
+  Run(const TrainRequest& r, TrainObserver& o) : request(r), observer(o), config(r.config) {}
+
+  void setup();
+  void write_checkpoint(const TrainingState& s);
+  [[noreturn]] void interrupt(int epoch, int64_t step, const TrainCounters& partial);
+  NonFiniteLoss non_finite(int64_t from_step, int epoch) const;
+  bool stop_requested() const { return request.stop && request.stop->load(); }
+  // Trains one epoch from `first_step`; returns its counters (with `carried` added).
+  TrainCounters train_epoch(int epoch, int64_t first_step, const TrainCounters& carried,
+                            double* seconds);
+  void finish_epoch(EpochMetrics& m, TrainSummary& summary);
+};
+
+void Run::setup() {
+  const bool resuming = !request.resume_path.empty();
+  const std::string resume_path = expand_home(request.resume_path);
+  const std::string init_path = expand_home(request.init_path);
+  config.data.dir = expand_home(config.data.dir);
+  std::string out = expand_home(!request.out_dir.empty() ? request.out_dir
+                                : resuming               ? parent_folder(resume_path)
+                                                         : config.output_dir);
+  plan = plan_model(config.model, config.source);
+  const OptimizerSpec optimizer = optimizer_spec(config.optimizer);
+  optimizer_buffers = optimizer_state(optimizer);
+
+  // Everything the user gave is checked before anything is written or created.
+  LoadedCheckpoint resumed;
+  if (resuming) {
+    resumed = load_checkpoint(resume_path, plan, optimizer_buffers);
+    check_resume_compatible(config, resumed.state.config_yaml, resume_path);
   }
-  return kept;
+  const bool resuming_here = resuming && parent_folder(resume_path) == out;
+  outputs = std::make_unique<RunOutputs>(out, request.overwrite, resuming_here);
+  LoadedWeights init;
+  if (!init_path.empty()) init = load_weights(init_path, plan);
+  const Dataset data = load_checked_data(config, plan);
+  normalization = resolve_normalization(config, plan, resuming ? &resumed.normalization : nullptr,
+                                        resume_path, data.train);
+
+  EngineChoice choice =
+      choose_engine(config.device, plan, engine_options(config, normalization, request.use_graph));
+  if (!choice.info.empty()) observer.on_info(choice.info);
+  if (!choice.warning.empty()) observer.on_warning(choice.warning);
+  engine = std::move(choice.engine);
+  observer.on_info("training on " + engine->describe() + ": " + std::to_string(data.train.count) +
+                   " training and " + std::to_string(data.test.count) + " test images, " +
+                   std::to_string(weights_in(plan)) + " parameters");
+
+  if (resuming) {
+    state = resumed.state;
+    if (state.run_id.empty()) state.run_id = new_run_id();  // a checkpoint from before run ids
+    engine->set_parameters(resumed.parameters);
+    for (const OptimizerStateBuffer& b : resumed.optimizer_state)
+      engine->set_state(b.info.name, b.values);
+    observer.on_info("resuming " + resume_path + " at epoch " + std::to_string(state.epoch + 1) +
+                     ", step " + std::to_string(state.step_in_epoch));
+  } else {
+    state.run_id = new_run_id();
+    engine->set_parameters(init_path.empty() ? initial_parameters(plan, config.train.seed)
+                                             : init.parameters);
+    for (const OptimizerStateInfo& b : optimizer_buffers)
+      engine->set_state(b.name, std::vector<float>(plan.parameter_count, 0.0f));
+    if (!init_path.empty()) observer.on_info("initial weights from " + init_path);
+  }
+  config.output_dir = outputs->dir();
+  state.config_yaml = to_yaml(config);
+  engine->set_train_data(data.train);
+  engine->set_eval_data(data.test);
+
+  train_count = data.train.count;
+  batch = config.train.batch_size;
+  steps_per_epoch = (train_count + batch - 1) / batch;
+  // The learning rate of every step of the run, computed once; the engine reads it by global step.
+  schedule.base_lr = config.optimizer.lr;
+  total_steps = int64_t(config.train.epochs) * steps_per_epoch;
+  step_table = gputrain::step_table(optimizer, schedule, total_steps);
+  engine->set_step_table(step_table);
+  engine->set_global_step(state.global_step);
+
+  outputs->prepare(state.run_id, state.epoch);
+  outputs->write_config("# gputrain run " + state.run_id + "\n" + state.config_yaml);
 }
 
-void write_lines(const std::string& path, const std::vector<std::string>& lines) {
-  std::string text;
-  for (const std::string& l : lines) text += l + "\n";
-  write_file_atomic(path, text);
+void Run::write_checkpoint(const TrainingState& s) {
+  std::vector<OptimizerStateBuffer> buffers;
+  for (const OptimizerStateInfo& b : optimizer_buffers)
+    buffers.push_back({b, engine->state(b.name)});
+  save_checkpoint(outputs->path(RunOutputs::kCheckpoint), plan, engine->parameters(), buffers,
+                  normalization, s);
+}
+
+// Ctrl-C: a checkpoint at the step about to run (steps_per_epoch = trained, not yet evaluated),
+// then stop. The epoch's counters so far go into it, so a resumed epoch reports them whole.
+void Run::interrupt(int epoch, int64_t step, const TrainCounters& partial) {
+  TrainingState s = state;
+  s.epoch = epoch;
+  s.step_in_epoch = step;
+  s.partial = partial;
+  write_checkpoint(s);
+  throw Interrupted("interrupted at epoch " + std::to_string(epoch + 1) + ", step " +
+                    std::to_string(step) + " of " + std::to_string(steps_per_epoch) +
+                    "; checkpoint written to " + outputs->path(RunOutputs::kCheckpoint) +
+                    " (continue with --resume)");
+}
+
+NonFiniteLoss Run::non_finite(int64_t from_step, int epoch) const {
+  return NonFiniteLoss("the training loss became non-finite between global steps " +
+                       std::to_string(from_step) + " and " + std::to_string(state.global_step) +
+                       " (epoch " + std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");
+}
+
+TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounters& carried,
+                               double* seconds) {
+  LocalCommunicator local;
+  Communicator& communicator = request.communicator ? *request.communicator : local;
+  const int log_interval = std::max(1, config.train.log_interval);
+  engine->set_order(epoch_order(train_count, config.train.seed, epoch, config.train.shuffle));
+  engine->read_counters(true);
+  const auto start = Clock::now();
+  int64_t last_checked_step = state.global_step;
+  for (int64_t step = first_step; step < steps_per_epoch; ++step) {
+    if (stop_requested()) interrupt(epoch, step, plus(carried, engine->read_counters(false)));
+    const int64_t first = step * batch;
+    const int count = int(std::min(batch, train_count - first));
+    try {
+      engine->forward_backward(first, count, float(count));
+    } catch (const NonFiniteLoss& e) {
+      throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
+                          std::to_string(step + 1) + " (global step " +
+                          std::to_string(state.global_step + 1) + "): " + e.what() +
+                          " — try a smaller optimizer.lr");
+    }
+    communicator.all_reduce_sum(engine->gradients());
+    engine->apply_optimizer();
+    ++state.global_step;
+    observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);
+    if ((step + 1) % log_interval == 0 && step + 1 < steps_per_epoch) {
+      const TrainCounters c = plus(carried, engine->read_counters(false));
+      if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
+      last_checked_step = state.global_step;
+      observer.on_log(epoch + 1, step + 1, steps_per_epoch, c.loss_sum / double(c.samples),
+                      double(c.correct) / double(c.samples));
+    }
+  }
+  const TrainCounters c = engine->read_counters(true);  // waits for the epoch's last step
+  *seconds = seconds_since(start);
+  if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
+  return c;
+}
+
+// The epoch's outputs: weights, best weights when the test accuracy improved, the checkpoint and
+// the metrics line (in that order: a line never names weights that were not written).
+void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
+  const std::vector<float> params = engine->parameters();
+  save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization);
+  if (m.test_acc > state.best_test_acc) {
+    state.best_test_acc = m.test_acc;
+    state.best_epoch = m.epoch;
+    save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization,
+                 {{"best_epoch", std::to_string(m.epoch)},
+                  {"best_monitor", "test_acc"},
+                  {"best_test_acc", json_number(m.test_acc)},
+                  {"run_id", state.run_id}});
+  }
+  state.epoch = m.epoch;
+  state.step_in_epoch = 0;
+  state.partial = {};
+  write_checkpoint(state);
+  outputs->append_metrics(metrics_line(m, state.global_step, state.run_id));
+  summary.epochs.push_back(m);
+  observer.on_epoch(m);
 }
 
 }  // namespace
 
 TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
-  const Config& config = request.config;
-  const ModelPlan plan = plan_model(config.model, config.source);
-  const std::string out = request.out_dir;
-  ensure_directory(out);
-  const std::string model_path = join_path(out, "model.safetensors");
-  const std::string checkpoint_path = join_path(out, "checkpoint.safetensors");
-  const std::string metrics_path = join_path(out, "metrics.jsonl");
-
-  // Everything the user gave is checked before anything is written.
-  LoadedCheckpoint resumed;
-  const bool resuming = !request.resume_path.empty();
-  if (resuming) {
-    resumed = load_checkpoint(request.resume_path, plan);
-    check_resume_config(request.resume_path, config, resumed.state.config_yaml);
-  }
-  LoadedWeights init;
-  if (!request.init_path.empty()) init = load_weights(request.init_path, plan);
-
-  const Dataset data = load_data(config, plan.num_classes);
-  Normalization norm;
-  if (resuming) {
-    norm = resumed.normalization;
-  } else if (!config.data.mean.empty()) {
-    norm.mean = config.data.mean;
-    norm.std = config.data.std;
-  } else {
-    channel_statistics(data.train, norm.mean, norm.std);
-    guard_constant_channels(norm);
-  }
-  if (int(norm.mean.size()) != plan.input.channels)
-    throw WeightsError(request.resume_path + ": normalization has " +
-                       std::to_string(norm.mean.size()) + " channels, the model " +
-                       std::to_string(plan.input.channels));
-
-  std::string note;
-  auto engine =
-      make_engine(config.device, plan, engine_options(config, norm, request.use_graph), &note);
-  if (!note.empty()) observer.on_info(note);
-  observer.on_info("training on " + engine->describe() + ": " + std::to_string(data.train.count) +
-                   " training and " + std::to_string(data.test.count) + " test images, " +
-                   std::to_string(weights_in(plan)) + " parameters");
-
-  TrainingState state;
-  if (resuming) {
-    state = resumed.state;
-    engine->set_parameters(resumed.parameters);
-    engine->set_momentum(resumed.momentum);
-    observer.on_info("resuming " + request.resume_path + " at epoch " +
-                     std::to_string(state.epoch + 1) + ", step " +
-                     std::to_string(state.step_in_epoch));
-  } else {
-    engine->set_parameters(request.init_path.empty() ? initial_parameters(plan, config.train.seed)
-                                                     : init.parameters);
-    engine->set_momentum(std::vector<float>(plan.parameter_count, 0.0f));
-    if (!request.init_path.empty()) observer.on_info("initial weights from " + request.init_path);
-  }
-  state.config_yaml = to_yaml(config);
-  engine->set_train_data(data.train);
-  engine->set_eval_data(data.test);
-
-  write_file_atomic(join_path(out, "config.yaml"), state.config_yaml);
-  std::vector<std::string> metrics_lines =
-      resuming ? earlier_metrics(metrics_path, state.epoch) : std::vector<std::string>{};
-
-  const int64_t n = data.train.count, batch = config.train.batch_size;
-  const int64_t steps_per_epoch = (n + batch - 1) / batch;
-  const cpu::SgdParams sgd = sgd_params(config.optimizer);
-  const int log_interval = std::max(1, config.train.log_interval);
+  Run run(request, observer);
+  run.setup();
+  TrainingState& state = run.state;
   TrainSummary summary;
-  summary.engine = engine->describe();
-  summary.out_dir = out;
+  summary.engine = run.engine->describe();
+  summary.out_dir = run.outputs->dir();
+  summary.run_id = state.run_id;
   int64_t samples_trained = 0;
   double train_seconds = 0;
-  engine->take_busy_percent();  // start the utilization window here
+  run.engine->take_busy_percent();  // start the utilization window here
 
-  auto write_checkpoint = [&](const TrainingState& s) {
-    save_checkpoint(checkpoint_path, plan, engine->parameters(), engine->momentum(), norm, s);
-  };
-  // Ctrl-C: a checkpoint at the step about to run (steps_per_epoch = trained, not yet evaluated),
-  // then stop. The epoch's counters so far go into it, so a resumed epoch reports them whole.
-  auto interrupt = [&](int epoch, int64_t step, const TrainCounters& partial) {
-    TrainingState s = state;
-    s.epoch = epoch;
-    s.step_in_epoch = step;
-    s.partial = partial;
-    write_checkpoint(s);
-    throw Interrupted("interrupted at epoch " + std::to_string(epoch + 1) + ", step " +
-                      std::to_string(step) + " of " + std::to_string(steps_per_epoch) +
-                      "; checkpoint written to " + checkpoint_path + " (continue with --resume)");
-  };
-  auto non_finite = [&](int64_t from_step, int epoch) {
-    return NonFiniteLoss("the training loss became non-finite between global steps " +
-                         std::to_string(from_step) + " and " + std::to_string(state.global_step) +
-                         " (epoch " + std::to_string(epoch + 1) + ") — try a smaller optimizer.lr");
-  };
-  auto plus = [](const TrainCounters& a, const TrainCounters& b) {
-    return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples};
-  };
-  auto stop_requested = [&] { return request.stop && request.stop->load(); };
-
-  for (int epoch = state.epoch; epoch < config.train.epochs; ++epoch) {
-    engine->set_order(epoch_order(n, config.train.seed, epoch, config.train.shuffle));
+  for (int epoch = state.epoch; epoch < run.config.train.epochs; ++epoch) {
     const int64_t first_step = epoch == state.epoch ? state.step_in_epoch : 0;
-    TrainCounters carried = epoch == state.epoch ? state.partial : TrainCounters{};
-    engine->read_counters(true);
-    const auto epoch_start = Clock::now();
-    int64_t last_checked_step = state.global_step;
-    for (int64_t step = first_step; step < steps_per_epoch; ++step) {
-      if (stop_requested()) interrupt(epoch, step, plus(carried, engine->read_counters(false)));
-      const int64_t first = step * batch;
-      const int count = int(std::min(batch, n - first));
-      try {
-        engine->train_step(first, count, sgd);
-      } catch (const NonFiniteLoss& e) {
-        throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
-                            std::to_string(step + 1) + " (global step " +
-                            std::to_string(state.global_step + 1) + "): " + e.what() +
-                            " — try a smaller optimizer.lr");
-      }
-      ++state.global_step;
-      samples_trained += count;
-      observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);
-      if ((step + 1) % log_interval == 0 && step + 1 < steps_per_epoch) {
-        const TrainCounters c = engine->read_counters(false);
-        if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
-        last_checked_step = state.global_step;
-        const double seen = double(carried.samples + c.samples);
-        observer.on_log(epoch + 1, step + 1, steps_per_epoch,
-                        (carried.loss_sum + c.loss_sum) / seen,
-                        double(carried.correct + c.correct) / seen);
-      }
-    }
-    const TrainCounters c = engine->read_counters(true);  // waits for the epoch's last step
-    const double epoch_seconds = seconds_since(epoch_start);
-    if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
-    train_seconds += epoch_seconds;
-    if (stop_requested()) interrupt(epoch, steps_per_epoch, plus(carried, c));
-    const double busy = engine->take_busy_percent();
+    const TrainCounters carried = epoch == state.epoch ? state.partial : TrainCounters{};
+    double seconds = 0;
+    const TrainCounters c = run.train_epoch(epoch, first_step, carried, &seconds);
+    train_seconds += seconds;
+    samples_trained += c.samples;
+    const TrainCounters total = plus(carried, c);
+    if (run.stop_requested()) run.interrupt(epoch, run.steps_per_epoch, total);
+    const double busy = run.engine->take_busy_percent();
     const auto eval_start = Clock::now();
-    const EvalResult eval = engine->evaluate(nullptr, request.stop);
-    if (eval.interrupted) interrupt(epoch, steps_per_epoch, plus(carried, c));
+    const EvalResult eval = run.engine->evaluate(nullptr, request.stop);
+    if (eval.interrupted) run.interrupt(epoch, run.steps_per_epoch, total);
     EpochMetrics m;
     m.epoch = epoch + 1;
-    const double samples = double(carried.samples + c.samples);
-    m.train_loss = (carried.loss_sum + c.loss_sum) / samples;
-    m.train_acc = double(carried.correct + c.correct) / samples;
+    m.train_loss = total.loss_sum / double(total.samples);
+    m.train_acc = double(total.correct) / double(total.samples);
     m.test_loss = eval.loss_sum / double(eval.samples);
     m.test_acc = double(eval.correct) / double(eval.samples);
-    m.seconds = epoch_seconds;
+    m.seconds = seconds;
     m.eval_seconds = seconds_since(eval_start);
-    m.images_per_s = double(c.samples) / epoch_seconds;
-    m.lr = config.optimizer.lr;
-    m.steps = steps_per_epoch - first_step;
+    m.images_per_s = double(c.samples) / seconds;
+    // The learning rate of the epoch's last step.
+    m.lr = scheduled_lr(run.schedule, std::max<int64_t>(state.global_step - 1, 0), run.total_steps);
+    m.steps = run.steps_per_epoch - first_step;
     m.gpu_busy_percent = busy;
-    if (m.test_acc > state.best_test_acc) {
-      state.best_test_acc = m.test_acc;
-      state.best_epoch = m.epoch;
-    }
-    state.epoch = epoch + 1;
-    state.step_in_epoch = 0;
-    state.partial = {};
-    const std::vector<float> params = engine->parameters();
-    save_weights(model_path, plan, params, norm);
-    write_checkpoint(state);
-    metrics_lines.push_back(metrics_line(m));
-    write_lines(metrics_path, metrics_lines);
-    summary.epochs.push_back(m);
-    observer.on_epoch(m);
+    run.finish_epoch(m, summary);
   }
   if (summary.epochs.empty()) {
     observer.on_info("the checkpoint is already at epoch " + std::to_string(state.epoch) + " of " +
-                     std::to_string(config.train.epochs) + "; nothing to train");
-    save_weights(model_path, plan, engine->parameters(), norm);
+                     std::to_string(run.config.train.epochs) + "; nothing to train");
+    save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
+                 run.normalization);
   }
   summary.best_test_acc = state.best_test_acc;
   summary.best_epoch = state.best_epoch;
@@ -341,38 +298,10 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   return summary;
 }
 
-EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
-  const Config& config = request.config;
-  const ModelPlan plan = plan_model(config.model, config.source);
-  const LoadedWeights weights = load_weights(request.weights_path, plan);
-  const Dataset data = load_data(config, plan.num_classes);
-  EvalReport report;
-  if (!config.data.mean.empty()) {
-    report.normalization = {config.data.mean, config.data.std};
-    report.normalization_source = "config";
-  } else if (weights.has_normalization) {
-    report.normalization = weights.normalization;
-    report.normalization_source = "weights file";
-  } else {
-    channel_statistics(data.train, report.normalization.mean, report.normalization.std);
-    guard_constant_channels(report.normalization);
-    report.normalization_source = "training images";
-  }
-  if (int(report.normalization.mean.size()) != plan.input.channels)
-    throw WeightsError(request.weights_path + ": normalize_mean has " +
-                       std::to_string(report.normalization.mean.size()) +
-                       " values, the model's input has " + std::to_string(plan.input.channels) +
-                       " channels");
-  std::string note;
-  auto engine = make_engine(config.device, plan,
-                            engine_options(config, report.normalization, request.use_graph), &note);
-  if (!note.empty()) observer.on_info(note);
-  report.engine = engine->describe();
-  engine->set_parameters(weights.parameters);
-  engine->set_eval_data(data.test);
-  report.result = engine->evaluate(request.want_logits ? &report.logits : nullptr);
-  report.labels = data.test.labels;
-  return report;
+Config config_of_checkpoint(const std::string& checkpoint_path,
+                            const std::vector<std::string>& overrides) {
+  const std::string path = expand_home(checkpoint_path);
+  return parse_config(checkpoint_config_yaml(path), path + " (its config)", overrides);
 }
 
 }  // namespace gputrain

@@ -92,8 +92,8 @@ def test_resume_from_a_weights_only_file_is_rejected(make_config, tmp_path):
 
 
 def interrupt(args, out, tmp_path, tag, after_s=1.5, sig=signal.SIGINT):
-    """Starts `gputrain train ARGS --out OUT --quiet`, sends `sig` (SIGINT, or SIGTERM as a job
-    scheduler would) once `after_s` seconds have passed and OUT exists (training has clearly
+    """Starts `gputrain train ARGS --out OUT --quiet`, sends `sig` (SIGINT, SIGTERM as a job
+    scheduler would, or SIGHUP as a closing ssh session would) once `after_s` seconds have passed and OUT exists (training has clearly
     started), and checks the interrupted exit: 128 + sig (130 for SIGINT) within 1 s, a whole
     checkpoint.safetensors, no temporary files, no crash text."""
     stdout_path, stderr_path = tmp_path / f"{tag}.stdout", tmp_path / f"{tag}.stderr"
@@ -138,8 +138,9 @@ def interrupt(args, out, tmp_path, tag, after_s=1.5, sig=signal.SIGINT):
 
 @pytest.mark.parametrize("interrupts,after_s,sig",
                          [(1, 1.5, signal.SIGINT), (2, 1.5, signal.SIGINT),
-                          (1, 0.05, signal.SIGINT), (1, 1.5, signal.SIGTERM)],
-                         ids=["once", "twice", "early", "sigterm"])
+                          (1, 0.05, signal.SIGINT), (1, 1.5, signal.SIGTERM),
+                          (1, 1.5, signal.SIGHUP)],
+                         ids=["once", "twice", "early", "sigterm", "sighup"])
 def test_sigint_checkpoints_and_resume_equals_uninterrupted(interrupts, after_s, sig, make_config,
                                                             tmp_path):
     # A run far too long to finish: 1000 epochs of 125 small batches.

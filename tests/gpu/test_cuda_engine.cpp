@@ -148,8 +148,10 @@ ImageSet random_images(const ModelPlan& plan, int64_t count, uint32_t seed) {
   return s;
 }
 
-EngineOptions options_for(const ModelPlan& plan, int batch, bool use_graph, bool deterministic) {
+EngineOptions options_for(const ModelPlan& plan, int batch, bool use_graph, bool deterministic,
+                          float momentum = 0.9f) {
   EngineOptions o;
+  o.optimizer.momentum = momentum;
   o.batch_size = batch;
   o.mean.assign(size_t(plan.input.channels), 0.45f);
   o.std.assign(size_t(plan.input.channels), 0.27f);
@@ -171,12 +173,25 @@ std::vector<int32_t> shuffled_order(int64_t n, uint32_t seed) {
   return o;
 }
 
+// A step table of constant lr (entries past the end repeat the last one).
+std::vector<StepHyper> constant_lr(float lr) {
+  return {StepHyper{lr, 1.0f, 1.0f}};
+}
+
 void prepare(Engine& e, const std::vector<float>& params, const ImageSet& train,
-             const ImageSet& eval) {
+             const ImageSet& eval, const std::vector<StepHyper>& table = constant_lr(0.01f)) {
   e.set_parameters(params);
-  e.set_momentum(std::vector<float>(params.size(), 0.0f));
+  e.set_state("momentum", std::vector<float>(params.size(), 0.0f));
+  e.set_step_table(table);
+  e.set_global_step(0);
   e.set_train_data(train);
   e.set_eval_data(eval);
+}
+
+// One training step: the three phases, the batch mean loss.
+void train_step(Engine& e, int64_t first, int count) {
+  e.forward_backward(first, count, float(count));
+  e.apply_optimizer();
 }
 
 // |got - ref| <= atol_frac·max|ref| + rtol·|ref| elementwise; reports the first mismatches.
@@ -316,9 +331,10 @@ TEST_CASE("parameters and momentum round-trip exactly", "[gpu]") {
   std::vector<float> m(p.size());
   for (size_t i = 0; i < m.size(); ++i) m[i] = float(i % 1000) * 1e-3f - 0.5f;
   e->set_parameters(p);
-  e->set_momentum(m);
+  e->set_state("momentum", m);
   CHECK(e->parameters() == p);
-  CHECK(e->momentum() == m);
+  CHECK(e->state("momentum") == m);
+  CHECK_THROWS_AS(e->state("exp_avg"), RuntimeFailure);
   CHECK_THROWS_AS(e->set_parameters(std::vector<float>(3)), RuntimeFailure);
 }
 
@@ -334,8 +350,8 @@ TEST_CASE("forward, loss and gradients match the CPU engine", "[gpu]") {
         const ImageSet eval = random_images(plan, 2 * batch + (batch > 1 ? 5 : 1), 12);
         auto cpu_e = make_cpu_engine(plan, options_for(plan, batch, false, false));
         auto gpu_e = cuda::make_cuda_engine(plan, options_for(plan, batch, false, false));
-        prepare(*cpu_e, params, train, eval);
-        prepare(*gpu_e, params, train, eval);
+        prepare(*cpu_e, params, train, eval, constant_lr(0.05f));
+        prepare(*gpu_e, params, train, eval, constant_lr(0.05f));
 
         // Forward: logits and loss over the eval set.
         std::vector<float> cpu_logits, gpu_logits;
@@ -348,20 +364,18 @@ TEST_CASE("forward, loss and gradients match the CPU engine", "[gpu]") {
 
         // One step. With momentum μ > 0 and v = 0, SGD leaves v = μ·0 + g = g exactly: the
         // momentum buffer after the first step IS the gradient, no subtraction needed.
-        cpu::SgdParams sgd;
-        sgd.lr = 0.05f;
-        sgd.momentum = 0.9f;
         for (Engine* e : {cpu_e.get(), gpu_e.get()}) {
           e->set_order(identity_order(batch));
-          e->train_step(0, batch, sgd);
+          train_step(*e, 0, batch);
+          CHECK(e->global_step() == 1);
         }
         const TrainCounters cc = cpu_e->read_counters(true);
         const TrainCounters gc = gpu_e->read_counters(true);
         check_scalar("train loss sum", gc.loss_sum, cc.loss_sum, 1e-5);
         CHECK(gc.samples == batch);
         CHECK(std::abs(gc.correct - cc.correct) <= 1);  // a near-tie may flip
-        check_params_close("gradient", net, gpu_e->momentum(), cpu_e->momentum(), 1e-3, 2e-4, 2e-2,
-                           true);
+        check_params_close("gradient", net, gpu_e->state("momentum"), cpu_e->state("momentum"),
+                           1e-3, 2e-4, 2e-2, true);
         check_params_close("parameters after a step", net, gpu_e->parameters(), cpu_e->parameters(),
                            1e-4, 1e-5, 1e-3, true);
         // The counters were reset.
@@ -383,18 +397,26 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   const std::vector<float> params = initial_parameters(plan, 99);
 
   // deterministic: only deterministic cuDNN algorithms, so equal inputs give equal bits.
-  auto graph_e = cuda::make_cuda_engine(plan, options_for(plan, batch, true, true));
-  auto eager_e = cuda::make_cuda_engine(plan, options_for(plan, batch, false, true));
-  auto cpu_e = make_cpu_engine(plan, options_for(plan, batch, false, false));
+  // Nesterov with weight decay: every term of the update is exercised.
+  auto options = [&](bool graph, bool deterministic) {
+    EngineOptions o = options_for(plan, batch, graph, deterministic);
+    o.optimizer.weight_decay = 1e-3f;
+    o.optimizer.nesterov = true;
+    return o;
+  };
+  auto graph_e = cuda::make_cuda_engine(plan, options(true, true));
+  auto eager_e = cuda::make_cuda_engine(plan, options(false, true));
+  auto cpu_e = make_cpu_engine(plan, options(false, false));
   std::vector<Engine*> engines = {graph_e.get(), eager_e.get(), cpu_e.get()};
-  for (Engine* e : engines) prepare(*e, params, train, eval);
+  // A learning rate that changes every step (the graph reads it from the device's step table by
+  // the device's step count: each replay must see its own step's value).
+  std::vector<StepHyper> table;
+  for (int s = 0; s < 12; ++s) table.push_back(StepHyper{0.02f - 0.001f * float(s), 1.0f, 1.0f});
+  for (Engine* e : engines) prepare(*e, params, train, eval, table);
 
-  cpu::SgdParams sgd;
-  sgd.lr = 0.02f;
-  sgd.momentum = 0.9f;
   std::vector<TrainCounters> counters[3];
   auto run = [&](int64_t first, int count) {
-    for (Engine* e : engines) e->train_step(first, count, sgd);
+    for (Engine* e : engines) train_step(*e, first, count);
   };
   auto epoch = [&](const std::vector<int32_t>& order) {
     for (Engine* e : engines) e->set_order(order);
@@ -407,16 +429,14 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
 
   // Epoch 1 in file order: warm-up (eager), capture + replay, replays, the eager partial batch.
   epoch(identity_order(train.count));
-  // Epoch 2 shuffled, with a change of lr, momentum, weight decay and Nesterov half-way (the
-  // graph reads them from device memory: the replay must see the new values).
+  // Epoch 2 shuffled; a resume-like jump of the global step half-way (the device's step count
+  // must follow it: the replays after it read the table from there).
   {
     const auto order = shuffled_order(train.count, 5);
     for (Engine* e : engines) e->set_order(order);
     run(0, batch);
     run(batch, batch);
-    sgd.lr = 0.01f;
-    sgd.weight_decay = 1e-3f;
-    sgd.nesterov = true;
+    for (Engine* e : engines) e->set_global_step(e->global_step() + 3);
     run(2 * batch, batch);
     run(3 * batch, batch);
     run(4 * batch, 5);
@@ -438,7 +458,9 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   }
 
   const std::vector<float> gp = graph_e->parameters(), ep = eager_e->parameters();
-  const std::vector<float> gm = graph_e->momentum(), em = eager_e->momentum();
+  const std::vector<float> gm = graph_e->state("momentum"), em = eager_e->state("momentum");
+  CHECK(graph_e->global_step() == 18);  // 15 steps + the jump of 3
+  CHECK(cpu_e->global_step() == 18);
   CHECK(gp == ep);  // bitwise
   CHECK(gm == em);
   for (size_t ep_i = 0; ep_i < counters[0].size(); ++ep_i) {
@@ -496,16 +518,13 @@ TEST_CASE("a short training run matches the CPU's loss and accuracy", "[gpu]") {
   auto gpu_e = cuda::make_cuda_engine(plan, options_for(plan, batch, true, false));  // a real run
   prepare(*cpu_e, params, train, eval);
   prepare(*gpu_e, params, train, eval);
-  cpu::SgdParams sgd;
-  sgd.lr = 0.01f;
-  sgd.momentum = 0.9f;
   double last_acc = 0;
   for (int epoch = 0; epoch < 3; ++epoch) {
     const auto order = shuffled_order(train.count, uint32_t(100 + epoch));
     for (Engine* e : {cpu_e.get(), gpu_e.get()}) {
       e->set_order(order);
       for (int64_t first = 0; first < train.count; first += batch)
-        e->train_step(first, int(std::min<int64_t>(batch, train.count - first)), sgd);
+        train_step(*e, first, int(std::min<int64_t>(batch, train.count - first)));
     }
     const TrainCounters c = cpu_e->read_counters(true), g = gpu_e->read_counters(true);
     const EvalResult ce = cpu_e->evaluate(), ge = gpu_e->evaluate();
@@ -531,15 +550,16 @@ TEST_CASE("misuse and impossible requests throw typed errors", "[gpu]") {
   auto e = cuda::make_cuda_engine(plan, options_for(plan, 8, true, false));
   const ImageSet train = random_images(plan, 20, 1);
   e->set_parameters(initial_parameters(plan, 1));
-  cpu::SgdParams sgd;
-  CHECK_THROWS_AS(e->train_step(0, 8, sgd), RuntimeFailure);  // no data, no order
+  CHECK_THROWS_AS(e->forward_backward(0, 8, 8.0f), RuntimeFailure);  // no data, no order
+  CHECK_THROWS_AS(e->apply_optimizer(), RuntimeFailure);             // no step table
+  e->set_step_table(constant_lr(0.01f));
   e->set_train_data(train);
   CHECK_THROWS_AS(e->set_order({0, 1, 20}), RuntimeFailure);  // index out of range
   CHECK_THROWS_AS(e->set_order({-1}), RuntimeFailure);
   e->set_order(identity_order(20));
-  CHECK_THROWS_AS(e->train_step(16, 8, sgd), RuntimeFailure);  // past the order's end
-  CHECK_THROWS_AS(e->train_step(0, 9, sgd), RuntimeFailure);   // larger than the planned batch
-  CHECK_NOTHROW(e->train_step(16, 4, sgd));
+  CHECK_THROWS_AS(train_step(*e, 16, 8), RuntimeFailure);  // past the order's end
+  CHECK_THROWS_AS(train_step(*e, 0, 9), RuntimeFailure);   // larger than the planned batch
+  CHECK_NOTHROW(train_step(*e, 16, 4));
 
   ImageSet wrong = random_images(plan, 4, 2);
   wrong.channels = 3;

@@ -7,7 +7,7 @@
 #include "gputrain/ops.hpp"
 
 namespace gk = gputrain::kernels;
-using gputrain::cpu::PoolGeometry;
+using gputrain::PoolGeometry;
 using namespace kernel_test;
 
 namespace {

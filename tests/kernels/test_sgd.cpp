@@ -87,3 +87,29 @@ TEST_CASE("sgd_update reads a new lr from device memory and takes no v without m
   CHECK_THROWS_AS(gk::launch_sgd_update(n, w.data(), g.data(), nullptr, &hyper, nullptr),
                   gputrain::RuntimeFailure);
 }
+
+TEST_CASE("sgd_step reads each step's lr from the step table by the device step count",
+          "[kernels]") {
+  const int64_t n = 45;  // not a multiple of 4: float4 body and a scalar tail
+  auto w = random_floats(size_t(n), 3), g = random_floats(size_t(n), 4);
+  auto w_want = w;
+  std::vector<float> v(size_t(n), 0.0f), v_want(size_t(n), 0.0f);
+  const std::vector<gputrain::StepHyper> table = {{0.1f, 1, 1}, {0.05f, 1, 1}, {0.02f, 1, 1}};
+  const SgdParams constants{0.0f, 0.9f, 1e-3f, true};
+  gk::StepState state;
+  state.step = 1;  // resumed at global step 1
+  for (int step = 1; step < 5; ++step) {
+    gk::launch_advance_step(&state, 8, nullptr);  // forward_backward's last node
+    gk::launch_sgd_step(n, w.data(), g.data(), v.data(), gk::make_sgd_hyper(constants),
+                        table.data(), int64_t(table.size()), &state, nullptr);
+    SgdParams p = constants;
+    p.lr = table[size_t(std::min(step, 2))].lr;  // past the end: the last entry
+    gputrain::cpu::sgd_update(n, w_want.data(), g.data(), v_want.data(), p);
+  }
+  CHECK(state.step == 5);
+  expect_close(w, w_want, 1e-6, 1e-6, "w");
+  expect_close(v, v_want, 1e-6, 1e-6, "v");
+  CHECK_THROWS_AS(gk::launch_sgd_step(n, w.data(), g.data(), v.data(),
+                                      gk::make_sgd_hyper(constants), nullptr, 0, &state, nullptr),
+                  gputrain::RuntimeFailure);
+}

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -461,5 +462,69 @@ TEST_CASE("damaged config text gives a ConfigError or a config, nothing else", "
       REQUIRE(msg.find('\n') == std::string::npos);
       REQUIRE(msg.rfind("fuzz.yaml", 0) == 0);
     }
+  }
+}
+
+TEST_CASE("resume: only the schema's resume-free keys may differ from the checkpoint", "[config]") {
+  const Config then = parse_config(kBase, "ckpt.yaml");
+  const std::string then_yaml = to_yaml(then);
+  // Each of these may change on resume: no error.
+  for (const std::string& free :
+       {"train.epochs=9", "output.dir=elsewhere", "device=cpu", "device=cuda:1", "train.threads=3",
+        "train.log_interval=5", "train.deterministic=true", "data.dir=moved/data"}) {
+    INFO(free);
+    CHECK_NOTHROW(
+        check_resume_compatible(parse_config(kBase, "cfg.yaml", {free}), then_yaml, "c.st"));
+  }
+  // Anything else must match; the message names the first differing line and is what it was
+  // before the schema table existed, byte for byte.
+  std::string msg;
+  try {
+    check_resume_compatible(parse_config(kBase, "cfg.yaml", {"optimizer.lr=0.5"}), then_yaml,
+                            "runs/a/checkpoint.safetensors");
+  } catch (const ConfigError& e) {
+    msg = e.what();
+  }
+  CHECK(msg ==
+        "cfg.yaml: does not match the checkpoint 'runs/a/checkpoint.safetensors': the checkpoint "
+        "has 'lr: 0.1', the config 'lr: 0.5' (only train.epochs, output.dir, device, "
+        "train.threads, train.log_interval, train.deterministic and data.dir may change on "
+        "resume)");
+  for (const std::string& fixed : {"train.seed=1", "train.batch_size=8", "data.train_limit=10",
+                                   "model.layers.0.out_channels=5", "data.mean=[0.5]"}) {
+    INFO(fixed);
+    CHECK_THROWS_AS(
+        check_resume_compatible(parse_config(kBase, "cfg.yaml", {fixed}), then_yaml, "c.st"),
+        ConfigError);
+  }
+}
+
+TEST_CASE("device: cuda:N picks a GPU by index; other spellings are rejected", "[config]") {
+  CHECK(parse_config(kBase, "cfg.yaml", {"device=cuda:0"}).device == "cuda:0");
+  CHECK(parse_config(kBase, "cfg.yaml", {"device=cuda:12"}).device == "cuda:12");
+  CHECK(to_yaml(parse_config(kBase, "cfg.yaml", {"device=cuda:3"})).find("device: cuda:3\n") !=
+        std::string::npos);
+  for (const std::string& bad : {"cuda:", "cuda:-1", "cuda:x", "cuda:1:2", "cuda:1234567890"}) {
+    INFO(bad);
+    parse_error(kBase, {"--set device=" + bad, "device: expected one of auto, cpu, cuda, cuda:N"},
+                {"device=" + bad});
+    CHECK_FALSE(valid_device(bad));
+  }
+}
+
+TEST_CASE("config_key_paths lists every key once, in config.yaml's order", "[config]") {
+  const std::vector<std::string> keys = config_key_paths();
+  CHECK(keys.front() == "model.input");
+  CHECK(keys.back() == "device");
+  const std::string yaml = to_yaml(parse_config(kBase, "cfg.yaml"));
+  size_t previous = 0;
+  for (const std::string& k : keys) {
+    INFO(k);
+    CHECK(std::count(keys.begin(), keys.end(), k) == 1);
+    // config.yaml writes every key, in this order.
+    const std::string leaf = k.substr(k.find('.') == std::string::npos ? 0 : k.find('.') + 1);
+    const size_t at = yaml.find(leaf + ":", previous);
+    REQUIRE(at != std::string::npos);
+    previous = at;
   }
 }

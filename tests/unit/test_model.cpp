@@ -137,10 +137,12 @@ TEST_CASE("weights and checkpoints round-trip; loading is strict", "[model][chec
   s.best_test_acc = 0.8125;
   s.best_epoch = 2;
   s.config_yaml = "model: {}\n";
-  save_checkpoint(dir.file("c.safetensors"), plan, params, momentum, norm, s);
-  const LoadedCheckpoint c = load_checkpoint(dir.file("c.safetensors"), plan);
+  const OptimizerStateInfo momentum_info{"momentum", "momentum."};
+  save_checkpoint(dir.file("c.safetensors"), plan, params, {{momentum_info, momentum}}, norm, s);
+  const LoadedCheckpoint c = load_checkpoint(dir.file("c.safetensors"), plan, {momentum_info});
   CHECK(c.parameters == params);
-  CHECK(c.momentum == momentum);
+  REQUIRE(c.optimizer_state.size() == 1);
+  CHECK(c.optimizer_state[0].values == momentum);
   CHECK(c.state.epoch == 2);
   CHECK(c.state.step_in_epoch == 17);
   CHECK(c.state.global_step == 99);
@@ -150,7 +152,7 @@ TEST_CASE("weights and checkpoints round-trip; loading is strict", "[model][chec
   CHECK(c.state.config_yaml == s.config_yaml);
   // A checkpoint also serves as weights (momentum tensors are skipped); weights are no checkpoint.
   CHECK(load_weights(dir.file("c.safetensors"), plan).parameters == params);
-  CHECK_THROWS_AS(load_checkpoint(dir.file("w.safetensors"), plan), WeightsError);
+  CHECK_THROWS_AS(load_checkpoint(dir.file("w.safetensors"), plan, {momentum_info}), WeightsError);
 
   // Strictness: a wrong shape, a missing tensor, an unexpected tensor.
   TensorFile f = read_safetensors(dir.file("w.safetensors"));
@@ -191,9 +193,9 @@ TEST_CASE("CPU engine: whole-network gradient matches finite differences",
   engine->set_order(order);
   std::vector<float> params = initial_parameters(plan, 5);
   engine->set_parameters(params);
-  cpu::SgdParams sgd;
-  sgd.lr = 1.0f;
-  engine->train_step(0, N, sgd);
+  engine->set_step_table({StepHyper{1.0f, 1.0f, 1.0f}});
+  engine->forward_backward(0, N, float(N));
+  engine->apply_optimizer();
   const auto after = engine->parameters();
   std::vector<float> gradient(params.size());
   for (size_t i = 0; i < params.size(); ++i) gradient[i] = params[i] - after[i];

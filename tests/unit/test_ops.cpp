@@ -16,8 +16,8 @@ using gputrain::testing::random_vector;
 
 namespace {
 
-cpu::ConvGeometry geometry(int n, int c, int h, int w, int o, int k, int s, int p) {
-  cpu::ConvGeometry g;
+ConvGeometry geometry(int n, int c, int h, int w, int o, int k, int s, int p) {
+  ConvGeometry g;
   g.batch = n;
   g.in_channels = c;
   g.in_height = h;
@@ -39,7 +39,7 @@ double weighted_sum(const std::vector<float>& y, const std::vector<float>& r) {
 
 TEST_CASE("conv2d forward equals the direct convolution", "[ops][conv]") {
   // tutorial shapes, strided, wide kernels, pointwise, padding larger than needed, batch 1
-  const cpu::ConvGeometry cases[] = {
+  const ConvGeometry cases[] = {
       geometry(2, 1, 28, 28, 16, 3, 1, 1), geometry(3, 16, 9, 11, 8, 3, 1, 1),
       geometry(2, 3, 13, 10, 5, 5, 2, 2),  geometry(1, 4, 7, 7, 6, 1, 1, 0),
       geometry(2, 2, 8, 9, 3, 3, 3, 0),    geometry(1, 3, 5, 6, 4, 3, 1, 2),
@@ -66,7 +66,7 @@ TEST_CASE("conv2d forward equals the direct convolution", "[ops][conv]") {
 }
 
 TEST_CASE("conv2d backward matches finite differences", "[ops][conv][gradient]") {
-  const cpu::ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1),
+  const ConvGeometry cases[] = {geometry(2, 3, 7, 6, 4, 3, 2, 1),
                                      geometry(3, 2, 5, 5, 3, 3, 1, 1),
                                      geometry(2, 3, 4, 5, 2, 1, 1, 0)};
   for (const auto& g : cases) {
@@ -182,7 +182,7 @@ TEST_CASE("relu forward and backward", "[ops][relu][gradient]") {
 
 TEST_CASE("maxpool2d forward and backward", "[ops][maxpool][gradient]") {
   for (auto [k, s] : {std::pair{2, 2}, std::pair{3, 2}, std::pair{3, 1}}) {
-    cpu::PoolGeometry g;
+    PoolGeometry g;
     g.batch = 2;
     g.channels = 3;
     g.in_height = 9;

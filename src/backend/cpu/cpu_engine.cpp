@@ -6,9 +6,11 @@
 #include <numeric>
 #include <string>
 
+#include "backend/cpu/cpu_optimizer.hpp"
 #include "gputrain/blas_info.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
+#include "gputrain/ops.hpp"
 
 namespace gputrain {
 namespace {
@@ -28,7 +30,7 @@ class CpuEngine final : public Engine {
 
     params_.assign(plan.parameter_count, 0.0f);
     grads_.assign(plan.parameter_count, 0.0f);
-    momentum_.assign(plan.parameter_count, 0.0f);
+    optimizer_state_ = cpu::make_optimizer_buffers(options.optimizer, plan.parameter_count);
 
     // Activation i is layer i's output, activation "-1" the normalized input. Flatten is a view:
     // it shares its input's buffer (NCHW is already C,H,W-major per sample).
@@ -39,18 +41,13 @@ class CpuEngine final : public Engine {
     act_.assign(L, nullptr);
     grad_.assign(L, nullptr);
     argmax_.resize(L);
-    fused_relu_.assign(L, false);
     int64_t workspace = 0;
     for (size_t i = 0; i < L; ++i) {
       const LayerPlan& layer = plan.layers[i];
       const size_t n = size_t(batch_) * size_t(layer.output.size());
-      const bool fusable_relu = layer.config.kind == LayerKind::Relu && i > 0 &&
-                                (plan.layers[i - 1].config.kind == LayerKind::Conv2d ||
-                                 plan.layers[i - 1].config.kind == LayerKind::Linear);
-      if (fusable_relu) {
+      if (layer.folded) {
         // conv/linear → relu: the producer applies the ReLU to its own output in place, and the
         // ReLU's backward masks the gradient in place.
-        fused_relu_[i - 1] = true;
         act_[i] = act_[i - 1];
         grad_[i] = grad_[i - 1];
       } else if (layer.config.kind == LayerKind::Flatten) {
@@ -65,7 +62,7 @@ class CpuEngine final : public Engine {
       if (layer.config.kind == LayerKind::MaxPool2d) argmax_[i].assign(n, 0);
       if (layer.config.kind == LayerKind::Conv2d)
         workspace =
-            std::max(workspace, cpu::conv_workspace_floats(conv_geometry(layer, batch_), threads_));
+            std::max(workspace, cpu::conv_workspace_floats(layer.conv_geometry(batch_), threads_));
     }
     workspace_.assign(size_t(workspace), 0.0f);
     labels_.assign(size_t(batch_), 0);
@@ -83,11 +80,18 @@ class CpuEngine final : public Engine {
     params_ = values;
   }
   std::vector<float> parameters() override { return params_; }
-  void set_momentum(const std::vector<float>& values) override {
-    check_size(values, "momentum");
-    momentum_ = values;
+  void set_state(const std::string& name, const std::vector<float>& values) override {
+    check_size(values, name.c_str());
+    state_buffer(name) = values;
   }
-  std::vector<float> momentum() override { return momentum_; }
+  std::vector<float> state(const std::string& name) override { return state_buffer(name); }
+
+  void set_step_table(const std::vector<StepHyper>& table) override {
+    if (table.empty()) throw Error("set_step_table: empty table");
+    step_table_ = table;
+  }
+  void set_global_step(int64_t step) override { global_step_ = step; }
+  int64_t global_step() const override { return global_step_; }
 
   void set_train_data(const ImageSet& train) override {
     check_shape(train);
@@ -104,10 +108,10 @@ class CpuEngine final : public Engine {
     order_ = order;
   }
 
-  void train_step(int64_t first, int count, const cpu::SgdParams& sgd) override {
+  void forward_backward(int64_t first, int count, float grad_scale) override {
     if (count < 1 || count > batch_ || first < 0 || first + count > int64_t(order_.size()))
-      throw Error("train_step: batch [" + std::to_string(first) + ", +" + std::to_string(count) +
-                  ") outside the planned batch or the order");
+      throw Error("forward_backward: batch [" + std::to_string(first) + ", +" +
+                  std::to_string(count) + ") outside the planned batch or the order");
     const int32_t* index = order_.data() + first;
     cpu::gather_normalize(count, plan_.input.channels,
                           int64_t(plan_.input.height) * plan_.input.width, train_.pixels.data(),
@@ -118,14 +122,23 @@ class CpuEngine final : public Engine {
     float* dlogits = grad_[last];
     int64_t correct = 0;
     const double loss =
-        cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last], labels_.data(),
-                                   float(count), dlogits, nullptr, &correct);
+        cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last], labels_.data(), grad_scale,
+                                   dlogits, nullptr, &correct);
     if (!std::isfinite(loss)) throw NonFiniteLoss("the training loss is not finite");
     counters_.loss_sum += loss;
     counters_.correct += correct;
     counters_.samples += count;
     backward(count);
-    cpu::sgd_update(int64_t(params_.size()), params_.data(), grads_.data(), momentum_.data(), sgd);
+  }
+
+  FlatBuffer gradients() override { return FlatBuffer{grads_.data(), grads_.size(), false}; }
+
+  void apply_optimizer() override {
+    if (step_table_.empty()) throw Error("apply_optimizer: set_step_table comes first");
+    const size_t entry = size_t(std::min<int64_t>(global_step_, int64_t(step_table_.size()) - 1));
+    cpu::optimizer_step(options_.optimizer, step_table_[entry], int64_t(params_.size()),
+                        params_.data(), grads_.data(), optimizer_state_);
+    ++global_step_;
   }
 
   TrainCounters read_counters(bool reset) override {
@@ -168,29 +181,6 @@ class CpuEngine final : public Engine {
   }
 
  private:
-  static cpu::ConvGeometry conv_geometry(const LayerPlan& layer, int batch) {
-    cpu::ConvGeometry g;
-    g.batch = batch;
-    g.in_channels = layer.input.channels;
-    g.in_height = layer.input.height;
-    g.in_width = layer.input.width;
-    g.out_channels = layer.config.out_channels;
-    g.kernel = layer.config.kernel;
-    g.stride = layer.config.stride;
-    g.padding = layer.config.padding;
-    return g;
-  }
-  static cpu::PoolGeometry pool_geometry(const LayerPlan& layer, int batch) {
-    cpu::PoolGeometry g;
-    g.batch = batch;
-    g.channels = layer.input.channels;
-    g.in_height = layer.input.height;
-    g.in_width = layer.input.width;
-    g.kernel = layer.config.kernel;
-    g.stride = layer.config.stride;
-    return g;
-  }
-
   const float* input_of(size_t i) const { return i == 0 ? input_.data() : act_[i - 1]; }
 
   void forward(int count) {
@@ -200,20 +190,20 @@ class CpuEngine final : public Engine {
       float* y = act_[i];
       switch (layer.config.kind) {
         case LayerKind::Conv2d:
-          cpu::conv2d_forward(conv_geometry(layer, count), x, param(layer.weight_index),
+          cpu::conv2d_forward(layer.conv_geometry(count), x, param(layer.weight_index),
                               param(layer.bias_index), y, workspace_.data(), threads_,
-                              fused_relu_[i]);
+                              layer.fused_relu);
           break;
         case LayerKind::Linear:
           cpu::linear_forward(count, int(layer.input.size()), layer.config.out_features, x,
                               param(layer.weight_index), param(layer.bias_index), y,
-                              fused_relu_[i]);
+                              layer.fused_relu);
           break;
         case LayerKind::Relu:
           if (x != y) cpu::relu_forward(int64_t(count) * layer.output.size(), x, y);
           break;
         case LayerKind::MaxPool2d:
-          cpu::maxpool2d_forward(pool_geometry(layer, count), x, y, argmax_[i].data());
+          cpu::maxpool2d_forward(layer.pool_geometry(count), x, y, argmax_[i].data());
           break;
         case LayerKind::Flatten:
           break;
@@ -229,7 +219,7 @@ class CpuEngine final : public Engine {
       float* dx = i == 0 ? nullptr : grad_[i - 1];
       switch (layer.config.kind) {
         case LayerKind::Conv2d:
-          cpu::conv2d_backward(conv_geometry(layer, count), input_of(i), param(layer.weight_index),
+          cpu::conv2d_backward(layer.conv_geometry(count), input_of(i), param(layer.weight_index),
                                dy, dx, grad(layer.weight_index), grad(layer.bias_index),
                                workspace_.data(), threads_);
           break;
@@ -242,7 +232,7 @@ class CpuEngine final : public Engine {
           if (dx) cpu::relu_backward(int64_t(count) * layer.output.size(), act_[i], dy, dx);
           break;
         case LayerKind::MaxPool2d:
-          if (dx) cpu::maxpool2d_backward(pool_geometry(layer, count), dy, argmax_[i].data(), dx);
+          if (dx) cpu::maxpool2d_backward(layer.pool_geometry(count), dy, argmax_[i].data(), dx);
           break;
         case LayerKind::Flatten:
           break;
@@ -252,6 +242,12 @@ class CpuEngine final : public Engine {
 
   float* param(int index) { return params_.data() + plan_.parameters[size_t(index)].offset; }
   float* grad(int index) { return grads_.data() + plan_.parameters[size_t(index)].offset; }
+
+  std::vector<float>& state_buffer(const std::string& name) {
+    std::vector<float>* buffer = optimizer_state_.find(name);
+    if (!buffer) throw Error("the optimizer has no state named '" + name + "'");
+    return *buffer;
+  }
 
   void check_size(const std::vector<float>& values, const char* what) const {
     if (values.size() != plan_.parameter_count)
@@ -271,11 +267,13 @@ class CpuEngine final : public Engine {
   EngineOptions options_;
   int batch_ = 0, threads_ = 1;
   std::string blas_;  // "OpenBLAS 0.3.21 (openmp, 2 threads)"
-  std::vector<float> params_, grads_, momentum_, input_, workspace_;
+  std::vector<float> params_, grads_, input_, workspace_;
+  cpu::OptimizerBuffers optimizer_state_;
+  std::vector<StepHyper> step_table_;
+  int64_t global_step_ = 0;
   std::vector<std::vector<float>> storage_, grad_storage_;
   std::vector<float*> act_, grad_;
   std::vector<std::vector<int32_t>> argmax_;
-  std::vector<bool> fused_relu_;  // layer i applies the following ReLU itself
   std::vector<int32_t> labels_, predicted_, eval_index_, order_;
   ImageSet train_, eval_;
   TrainCounters counters_;

@@ -3,7 +3,7 @@
 // (ModelPlan, EngineOptions): every buffer a step touches is allocated here, cuDNN algorithms are
 // chosen here, and a step only enqueues work on the engine's one stream. No step allocates or waits
 // for the host, which is what lets a whole full-batch step be captured once as a CUDA graph and
-// replayed (see train_step).
+// replayed (see forward_backward).
 //
 // Buffers ("slots"). Slot 0 is the normalized input batch [B, C, H, W]; conv2d, linear and
 // maxpool2d each write a new slot [B, out]; relu works in place on its input's slot and flatten is
@@ -137,12 +137,17 @@ class CudaEngine final : public Engine {
   std::string describe() const override { return description_; }
   void set_parameters(const std::vector<float>& values) override;
   std::vector<float> parameters() override;
-  void set_momentum(const std::vector<float>& values) override;
-  std::vector<float> momentum() override;
+  void set_state(const std::string& name, const std::vector<float>& values) override;
+  std::vector<float> state(const std::string& name) override;
+  void set_step_table(const std::vector<StepHyper>& table) override;
+  void set_global_step(int64_t step) override;
+  int64_t global_step() const override { return global_step_; }
   void set_train_data(const ImageSet& train) override;
   void set_eval_data(const ImageSet& eval) override;
   void set_order(const std::vector<int32_t>& order) override;
-  void train_step(int64_t first, int count, const cpu::SgdParams& sgd) override;
+  void forward_backward(int64_t first, int count, float grad_scale) override;
+  FlatBuffer gradients() override { return FlatBuffer{grads_.get(), plan_.parameter_count, true}; }
+  void apply_optimizer() override;
   TrainCounters read_counters(bool reset) override;
   EvalResult evaluate(std::vector<float>* logits, const std::atomic<bool>* stop) override;
   double take_busy_percent() override { return nvml_ ? nvml_->take_mean() : -1.0; }
@@ -159,10 +164,11 @@ class CudaEngine final : public Engine {
   void upload_images(const ImageSet& set, DeviceBuffer<uint8_t>& pixels,
                      DeviceBuffer<int32_t>& labels, int64_t* count, const char* what);
   void set_step_first(int64_t first);
-  void set_hyper(const cpu::SgdParams& sgd);
+  DeviceBuffer<float>& state_buffer(const std::string& name);
 
-  // The step's device work, in stream order (enqueue only: no sync, no allocation).
-  void enqueue_step(const BatchPlan& bp, int n);
+  // The step's device work up to the gradients, in stream order (enqueue only: no sync, no
+  // allocation).
+  void enqueue_forward_backward(const BatchPlan& bp, int n, float grad_scale);
   void forward(const BatchPlan& bp, int n);
   void backward(const BatchPlan& bp, int n);
 
@@ -186,10 +192,12 @@ class CudaEngine final : public Engine {
   std::vector<int64_t> slot_floats_;  // per sample
   std::vector<DeviceBuffer<float>> act_, grad_;
 
-  DeviceBuffer<float> params_, grads_, momentum_;  // flat [parameter_count] each
-  DeviceBuffer<float> mean_, std_;                 // [C]
-  DeviceBuffer<int32_t> batch_labels_;             // [B]
-  DeviceBuffer<unsigned char> workspace_;          // cuDNN + bias-grad + softmax-xent scratch
+  // Flat [parameter_count] each. momentum_ is SGD's one state buffer ("momentum").
+  DeviceBuffer<float> params_, grads_, momentum_;
+  DeviceBuffer<StepHyper> step_table_;     // [table size], entry = global step (clamped)
+  DeviceBuffer<float> mean_, std_;         // [C]
+  DeviceBuffer<int32_t> batch_labels_;     // [B]
+  DeviceBuffer<unsigned char> workspace_;  // cuDNN + bias-grad + softmax-xent scratch
   DeviceBuffer<unsigned char> cublas_workspace_;
 
   DeviceBuffer<uint8_t> train_pixels_, eval_pixels_;
@@ -198,27 +206,26 @@ class CudaEngine final : public Engine {
   size_t order_size_ = 0;                       // 0: no order set for the current training data
 
   DeviceBuffer<k::StepState> step_state_;
-  DeviceBuffer<k::SgdHyper> hyper_;
   DeviceBuffer<double> train_loss_, eval_loss_;
   DeviceBuffer<unsigned long long> train_correct_, eval_correct_, confusion_;
 
-  // Host → device updates of the step state and hyper-parameters go through pinned staging structs
-  // so that the copy is truly asynchronous (no stream sync). The copy reads the staging memory
-  // when it executes on the stream, which may be after several queued steps; so before the host
-  // rewrites a staging struct it waits on the event recorded after the previous copy from it. That
-  // wait only happens when the value changes (epoch start, an lr change) and only blocks when the
-  // GPU still has that copy queued.
+  // Host → device updates of the step state go through pinned staging structs so that the copy is
+  // truly asynchronous (no stream sync). The copy reads the staging memory when it executes on the
+  // stream, which may be after several queued steps; so before the host rewrites a staging struct
+  // it waits on the event recorded after the previous copy from it. That wait only happens when the
+  // position jumps (epoch start, resume) and only blocks when the GPU still has that copy queued.
+  // The learning rate needs no such update: it is read from step_table_ by the device's step.
   PinnedBuffer<k::StepState> step_staging_;
-  PinnedBuffer<k::SgdHyper> hyper_staging_;
   PinnedBuffer<int32_t> order_staging_;
   PinnedBuffer<double> loss_host_;
   PinnedBuffer<unsigned long long> count_host_;
-  Event step_staging_free_, hyper_staging_free_, order_staging_free_;
+  Event step_staging_free_, order_staging_free_;
 
   int64_t device_first_ = -1;  // StepState::first once the queued work has run; -1 unknown
-  std::optional<cpu::SgdParams> hyper_set_;
-  int64_t samples_ = 0;  // training samples since the last counter reset (host-side, exact)
-  int64_t steps_ = 0;
+  int64_t samples_ = 0;        // training samples since the last counter reset (host-side, exact)
+  int64_t global_step_ = 0;    // optimizer updates applied (StepState::step once they have run)
+  size_t step_table_size_ = 0;
+  float graph_grad_scale_ = 0;  // the grad_scale the captured graph was recorded with
 
   std::map<int, BatchPlan> plans_;
   CudaGraph graph_;
@@ -294,7 +301,6 @@ CudaEngine::CudaEngine(const ModelPlan& plan, const EngineOptions& options)
   GT_CHECK(cudaMemsetAsync(batch_labels_.get(), 0, batch_labels_.bytes(), stream_));
 
   step_state_.allocate(1, "step state");
-  hyper_.allocate(1, "optimizer state");
   train_loss_.allocate(1, "counters");
   eval_loss_.allocate(1, "counters");
   train_correct_.allocate(1, "counters");
@@ -303,19 +309,13 @@ CudaEngine::CudaEngine(const ModelPlan& plan, const EngineOptions& options)
   GT_CHECK(cudaMemsetAsync(step_state_.get(), 0, step_state_.bytes(), stream_));
   GT_CHECK(cudaMemsetAsync(train_loss_.get(), 0, train_loss_.bytes(), stream_));
   GT_CHECK(cudaMemsetAsync(train_correct_.get(), 0, train_correct_.bytes(), stream_));
-  // A valid hyper struct even before the first step sets it (lr 0: a no-op update).
-  const k::SgdHyper zero_hyper{0.0f, 0.0f, 0.0f, 0};
-  GT_CHECK(cudaMemcpyAsync(hyper_.get(), &zero_hyper, sizeof(zero_hyper), cudaMemcpyHostToDevice,
-                           stream_));
 
   step_staging_.allocate(1);
-  hyper_staging_.allocate(1);
   loss_host_.allocate(1);
   count_host_.allocate(1);
   step_staging_free_ = Event::create();
-  hyper_staging_free_ = Event::create();
   order_staging_free_ = Event::create();
-  stream_.synchronize();  // the pageable sources above (zero_hyper, options) go out of scope
+  stream_.synchronize();  // the pageable sources above (options) go out of scope
 
   char pci[32] = {0};
   if (cudaDeviceGetPCIBusId(pci, sizeof(pci), device_) == cudaSuccess)
@@ -402,12 +402,8 @@ void CudaEngine::build_layers() {
       l.w_offset = plan_.weight(lp).offset;
       l.b_offset = plan_.bias(lp).offset;
     }
-    if (l.kind == LayerKind::Relu && i > 0 &&
-        (layers_[i - 1].kind == LayerKind::Conv2d || layers_[i - 1].kind == LayerKind::Linear) &&
-        !layers_[i - 1].fused_relu) {
-      layers_[i - 1].fused_relu = true;
-      l.folded = true;
-    }
+    l.fused_relu = lp.fused_relu;  // ReLU folding: decided once in the plan
+    l.folded = lp.folded;
     if (l.kind == LayerKind::Conv2d) {
       l.filter = FilterDesc::oihw(l.out.channels, l.in.channels, l.kernel, l.kernel);
       l.conv = ConvDesc::create(l.padding, l.stride);
@@ -548,11 +544,31 @@ void CudaEngine::set_parameters(const std::vector<float>& values) {
 std::vector<float> CudaEngine::parameters() {
   return download_flat(params_);
 }
-void CudaEngine::set_momentum(const std::vector<float>& values) {
-  upload_flat(momentum_, values, "momentum");
+DeviceBuffer<float>& CudaEngine::state_buffer(const std::string& name) {
+  if (name != "momentum")
+    throw RuntimeFailure("CUDA engine: the optimizer has no state named '" + name + "'");
+  return momentum_;
 }
-std::vector<float> CudaEngine::momentum() {
-  return download_flat(momentum_);
+void CudaEngine::set_state(const std::string& name, const std::vector<float>& values) {
+  upload_flat(state_buffer(name), values, name.c_str());
+}
+std::vector<float> CudaEngine::state(const std::string& name) {
+  return download_flat(state_buffer(name));
+}
+
+void CudaEngine::set_step_table(const std::vector<StepHyper>& table) {
+  if (table.empty()) throw RuntimeFailure("set_step_table: empty table");
+  DeviceScope scope(device_);
+  stream_.synchronize();  // queued steps may still read the old table
+  if (step_table_.size() < table.size()) step_table_.allocate(table.size(), "step table");
+  GT_CHECK(cudaMemcpy(step_table_.get(), table.data(), table.size() * sizeof(StepHyper),
+                      cudaMemcpyHostToDevice));
+  step_table_size_ = table.size();
+}
+
+void CudaEngine::set_global_step(int64_t step) {
+  global_step_ = step;
+  device_first_ = -1;  // the next forward_backward stages {first, step} explicitly
 }
 
 void CudaEngine::check_images(const ImageSet& set, const char* what) const {
@@ -646,20 +662,11 @@ void CudaEngine::set_order(const std::vector<int32_t>& order) {
 
 void CudaEngine::set_step_first(int64_t first) {
   step_staging_free_.synchronize();  // the previous copy from the staging struct has run
-  step_staging_[0] = k::StepState{first, steps_};
+  step_staging_[0] = k::StepState{first, global_step_};
   GT_CHECK(cudaMemcpyAsync(step_state_.get(), step_staging_.get(), sizeof(k::StepState),
                            cudaMemcpyHostToDevice, stream_));
   step_staging_free_.record(stream_);
   device_first_ = first;
-}
-
-void CudaEngine::set_hyper(const cpu::SgdParams& sgd) {
-  hyper_staging_free_.synchronize();
-  hyper_staging_[0] = k::make_sgd_hyper(sgd);
-  GT_CHECK(cudaMemcpyAsync(hyper_.get(), hyper_staging_.get(), sizeof(k::SgdHyper),
-                           cudaMemcpyHostToDevice, stream_));
-  hyper_staging_free_.record(stream_);
-  hyper_set_ = sgd;
 }
 
 // ---- the step ----------------------------------------------------------------------------------
@@ -695,13 +702,7 @@ void CudaEngine::forward(const BatchPlan& bp, int n) {
         if (!l.folded) k::launch_relu_forward(x, y, int64_t(n) * l.out.size(), stream_);
         break;
       case LayerKind::MaxPool2d: {
-        cpu::PoolGeometry g;
-        g.batch = n;
-        g.channels = l.in.channels;
-        g.in_height = l.in.height;
-        g.in_width = l.in.width;
-        g.kernel = l.kernel;
-        g.stride = l.stride;
+        const PoolGeometry g = plan_.layers[i].pool_geometry(n);
         k::launch_maxpool2d_forward(g, x, y, l.argmax.get(), stream_);
         break;
       }
@@ -761,13 +762,7 @@ void CudaEngine::backward(const BatchPlan& bp, int n) {
         break;
       case LayerKind::MaxPool2d:
         if (dx) {
-          cpu::PoolGeometry g;
-          g.batch = n;
-          g.channels = l.in.channels;
-          g.in_height = l.in.height;
-          g.in_width = l.in.width;
-          g.kernel = l.kernel;
-          g.stride = l.stride;
+          const PoolGeometry g = plan_.layers[i].pool_geometry(n);
           k::launch_maxpool2d_backward(g, dy, l.argmax.get(), dx, stream_);
         }
         break;
@@ -777,29 +772,27 @@ void CudaEngine::backward(const BatchPlan& bp, int n) {
   }
 }
 
-// One training step on the device: the batch at order[state.first, +n) → forward → loss (dlogits,
-// loss and correct accumulated on the device) → backward → SGD (hyper-parameters from hyper_) →
-// state.first += n. Reads nothing from the host, so it can be captured and replayed as is.
-void CudaEngine::enqueue_step(const BatchPlan& bp, int n) {
+// A training step's first phase on the device: the batch at order[state.first, +n) → forward →
+// loss (dlogits, loss and correct accumulated on the device) → backward → state.first += n,
+// state.step += 1. Reads nothing from the host, so it can be captured and replayed as is.
+void CudaEngine::enqueue_forward_backward(const BatchPlan& bp, int n, float grad_scale) {
   const int64_t plane = int64_t(plan_.input.height) * plan_.input.width;
   k::launch_gather_batch(train_pixels_.get(), train_labels_.get(), order_.get(), step_state_.get(),
                          0, n, plan_.input.channels, plane, mean_.get(), std_.get(), act_[0].get(),
                          batch_labels_.get(), stream_);
   forward(bp, n);
-  k::launch_softmax_xent(n, plan_.num_classes, logits(), batch_labels_.get(), float(n), dlogits(),
+  k::launch_softmax_xent(n, plan_.num_classes, logits(), batch_labels_.get(), grad_scale, dlogits(),
                          nullptr, train_loss_.get(), train_correct_.get(), nullptr,
                          workspace_.get(), workspace_.bytes(), stream_);
   backward(bp, n);
-  k::launch_sgd_update(int64_t(plan_.parameter_count), params_.get(), grads_.get(), momentum_.get(),
-                       hyper_.get(), stream_);
   k::launch_advance_step(step_state_.get(), n, stream_);
 }
 
-void CudaEngine::train_step(int64_t first, int count, const cpu::SgdParams& sgd) {
+void CudaEngine::forward_backward(int64_t first, int count, float grad_scale) {
   if (train_count_ < 0 || order_size_ == 0)
-    throw RuntimeFailure("train_step: set_train_data and set_order come first");
+    throw RuntimeFailure("forward_backward: set_train_data and set_order come first");
   if (count < 1 || count > batch_ || first < 0 || first + count > int64_t(order_size_))
-    throw RuntimeFailure("train_step: batch [" + std::to_string(first) + ", +" +
+    throw RuntimeFailure("forward_backward: batch [" + std::to_string(first) + ", +" +
                          std::to_string(count) + ") is outside the planned batch size " +
                          std::to_string(batch_) + " or the order of " +
                          std::to_string(order_size_));
@@ -810,9 +803,8 @@ void CudaEngine::train_step(int64_t first, int count, const cpu::SgdParams& sgd)
   // advance_step leaves it where the next step starts, and only a jump (new epoch, resume, a
   // skipped range) costs an explicit (asynchronous) set.
   if (first != device_first_) set_step_first(first);
-  if (!hyper_set_ || hyper_set_->lr != sgd.lr || hyper_set_->momentum != sgd.momentum ||
-      hyper_set_->weight_decay != sgd.weight_decay || hyper_set_->nesterov != sgd.nesterov)
-    set_hyper(sgd);
+  // grad_scale is a launch argument baked into the graph; a new one (rare) needs a new capture.
+  if (graph_.ready() && grad_scale != graph_grad_scale_) graph_.reset();
 
   const bool graphable = opt_.use_graph && count == batch_;
   if (graphable && graph_.ready()) {
@@ -820,17 +812,30 @@ void CudaEngine::train_step(int64_t first, int count, const cpu::SgdParams& sgd)
   } else if (graphable && warmed_up_) {
     // Capture records the step without running it; then run it. If capture fails the step did not
     // happen and the state above is unchanged (device_first_ still says where the device is).
-    graph_.capture(stream_, [&] { enqueue_step(bp, count); });
+    graph_.capture(stream_, [&] { enqueue_forward_backward(bp, count, grad_scale); });
+    graph_grad_scale_ = grad_scale;
     graph_.launch(stream_);
   } else {
     // Eager: the last partial batch, --no-graph, and the one warm-up step before capture (first
     // calls into cuBLAS/cuDNN load kernels and set up state, which must not happen in a capture).
-    enqueue_step(bp, count);
+    enqueue_forward_backward(bp, count, grad_scale);
     if (graphable) warmed_up_ = true;
   }
   device_first_ = first + count;
   samples_ += count;
-  ++steps_;
+}
+
+// The second phase: one kernel over the flat buffers, its lr from the step table entry of the
+// device's step count (advanced by forward_backward), so it needs nothing from the host either.
+void CudaEngine::apply_optimizer() {
+  if (step_table_size_ == 0) throw RuntimeFailure("apply_optimizer: set_step_table comes first");
+  DeviceScope scope(device_);
+  const OptimizerSpec& o = opt_.optimizer;
+  const k::SgdHyper constants{0.0f, o.momentum, o.weight_decay, o.nesterov ? 1 : 0};
+  k::launch_sgd_step(int64_t(plan_.parameter_count), params_.get(), grads_.get(), momentum_.get(),
+                     constants, step_table_.get(), int64_t(step_table_size_), step_state_.get(),
+                     stream_);
+  ++global_step_;
 }
 
 TrainCounters CudaEngine::read_counters(bool reset) {

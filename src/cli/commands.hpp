@@ -1,0 +1,33 @@
+// gputrain's subcommands: each adds its flags to the app and runs once parsed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "cli/cli_common.hpp"
+
+namespace gputrain::cli {
+
+struct TrainArgs {
+  CommonOptions common;
+  std::string out, resume, init;
+  bool quiet = false, overwrite = false;
+};
+CLI::App* add_train_command(CLI::App& app, TrainArgs& args);
+int run_train(const TrainArgs& args);
+
+struct EvalArgs {
+  CommonOptions common;
+  std::string weights, dump_logits;
+  bool json = false;
+};
+CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);
+int run_eval(const EvalArgs& args);
+
+struct InfoArgs {
+  bool json = false;
+};
+CLI::App* add_info_command(CLI::App& app, InfoArgs& args);
+int run_info(const InfoArgs& args);
+
+}  // namespace gputrain::cli

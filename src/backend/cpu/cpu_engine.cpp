@@ -11,6 +11,7 @@
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/ops.hpp"
+#include "gputrain/optimizer.hpp"
 
 namespace gputrain {
 namespace {
@@ -24,6 +25,8 @@ class CpuEngine final : public Engine {
     // Whichever OpenBLAS build the dynamic linker gave us (openmp, pthread, serial): one thread
     // per GEMM call, the calls spread over our OpenMP threads (blas_info.hpp says why).
     blas_ = describe_blas(configure_blas_threads(threads_));
+    // Before anything is allocated: a model that cannot fit is a config error naming the layer.
+    check_cpu_memory(plan, batch_, threads_, int(optimizer_state(options.optimizer).size()));
     if (int(options.mean.size()) != plan.input.channels ||
         int(options.std.size()) != plan.input.channels)
       throw Error("normalization needs one mean and std per input channel");

@@ -12,7 +12,9 @@ DATA_PACKAGES=(dataset-fashion-mnist)
 # python3-torch: CPU-only, one package, no multi-GB CUDA wheels to fetch). libopenblas0-pthread puts
 # the pthread OpenBLAS beside the OpenMP one, so tests/cli/test_blas.py trains under both (installing
 # it also makes it the alternatives' default libopenblas.so.0, as on many Debian machines).
-TEST_PACKAGES=(python3 python3-numpy python3-pytest python3-torch libopenblas0-pthread)
+# clang + libclang-rt-dev (libclang_rt.fuzzer, ASan, UBSan) build the fuzz targets (ctest -L fuzz).
+TEST_PACKAGES=(python3 python3-numpy python3-pytest python3-torch libopenblas0-pthread clang
+               libclang-rt-dev)
 
 packages=("${BUILD_PACKAGES[@]}" "${DATA_PACKAGES[@]}")
 if [[ "${1:-}" != "--minimal" ]]; then

@@ -47,6 +47,7 @@ struct ModelPlan {
   std::vector<ParameterInfo> parameters;
   size_t parameter_count = 0;  // floats in the flat buffer (tensors start 64-float aligned)
   int num_classes = 0;         // output features of the last layer
+  std::string source;          // the config's name, for messages about a layer ("config.yaml")
 
   const ParameterInfo& weight(const LayerPlan& l) const { return parameters[l.weight_index]; }
   const ParameterInfo& bias(const LayerPlan& l) const { return parameters[l.bias_index]; }
@@ -54,8 +55,35 @@ struct ModelPlan {
 
 // Resolves shapes and the parameter layout. Throws ConfigError naming the layer (and config line)
 // when a shape does not work out: a kernel larger than its padded input, linear before flatten of a
-// spatial input, a net that does not end in a flat output, duplicate parameter names.
+// spatial input, a net that does not end in a flat output, duplicate parameter names; or when a
+// size does not fit: every size is derived in int64 with overflow checks, and what the ops index
+// with `int` (one sample's activations, padded sides, im2col rows, GEMM dimensions) stays <=
+// INT_MAX.
 ModelPlan plan_model(const ModelConfig& config, const std::string& config_source = "config");
+
+// What the CPU engine allocates for `plan` at batch size `batch` with `threads` OpenMP threads and
+// `state_buffers` optimizer state buffers (SGD with momentum: 1), computed with overflow checks
+// (ConfigError naming the layer when even the count overflows int64).
+struct MemoryEstimate {
+  int64_t total_bytes = 0;
+  int64_t parameter_bytes = 0;      // weights, gradients, optimizer state and one host copy
+  int largest_layer = -1;           // index into plan.layers of the layer needing the most
+  int64_t largest_layer_bytes = 0;  // its parameters (all copies), activations, workspace
+};
+MemoryEstimate estimate_cpu_memory(const ModelPlan& plan, int64_t batch, int threads,
+                                   int state_buffers);
+
+// Memory this process can still get: /proc/meminfo's MemAvailable (else free physical pages),
+// lowered to the cgroup's memory.max - memory.current where a limit is set. -1 when unknown.
+int64_t available_memory_bytes();
+
+// Throws ConfigError, one line naming the layer that needs the most, how much, the run's total
+// and the memory available, when estimate_cpu_memory exceeds available_memory_bytes(). The CPU
+// engine calls it before it allocates anything.
+void check_cpu_memory(const ModelPlan& plan, int64_t batch, int threads, int state_buffers);
+
+// "1.5 GiB", "12.0 MiB", "512 bytes".
+std::string bytes_text(int64_t bytes);
 
 // PyTorch's default initialization of nn.Conv2d / nn.Linear: weight and bias uniform in
 // ±1/sqrt(fan_in), drawn from a generator seeded by `seed` (same seed → same values).

@@ -1,5 +1,7 @@
 // CPU ops: forward against direct definitions, backward against central finite differences,
 // SGD against torch.optim.SGD's formulas.
+#include <omp.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -120,6 +122,44 @@ TEST_CASE("linear forward and backward", "[ops][linear][gradient]") {
   check_gradient("linear dx", x, dx, objective, opt);
   check_gradient("linear dw", w, dw, objective, opt);
   check_gradient("linear db", b, db, objective, opt);
+}
+
+TEST_CASE("linear ops split across threads match the direct sums", "[ops][linear]") {
+  // Several 16-column blocks per thread and a ragged last block: every thread's share is computed.
+  const int N = 9, I = 50, O = 37;
+  auto x = random_vector(N * I, 21), w = random_vector(O * I, 22), b = random_vector(O, 23),
+       dy = random_vector(N * O, 24);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    omp_set_num_threads(threads);
+    std::vector<float> y(N * O, NAN), dx(x.size(), NAN), dw(w.size(), NAN), db(b.size(), NAN);
+    cpu::linear_forward(N, I, O, x.data(), w.data(), b.data(), y.data());
+    cpu::linear_backward(N, I, O, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+    for (int n = 0; n < N; ++n)
+      for (int o = 0; o < O; ++o) {
+        double want = b[o];
+        for (int i = 0; i < I; ++i) want += double(x[n * I + i]) * w[o * I + i];
+        REQUIRE(y[n * O + o] == Approx(want).margin(1e-5));
+      }
+    for (int o = 0; o < O; ++o) {
+      double want_db = 0;
+      for (int n = 0; n < N; ++n) want_db += dy[n * O + o];
+      REQUIRE(db[o] == Approx(want_db).margin(1e-5));
+      for (int i = 0; i < I; ++i) {
+        double want = 0;
+        for (int n = 0; n < N; ++n) want += double(dy[n * O + o]) * x[n * I + i];
+        REQUIRE(dw[o * I + i] == Approx(want).margin(1e-5));
+      }
+    }
+    for (int n = 0; n < N; ++n)
+      for (int i = 0; i < I; ++i) {
+        double want = 0;
+        for (int o = 0; o < O; ++o) want += double(dy[n * O + o]) * w[o * I + i];
+        REQUIRE(dx[n * I + i] == Approx(want).margin(1e-5));
+      }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("relu forward and backward", "[ops][relu][gradient]") {

@@ -1,6 +1,5 @@
 // The CPU backend: gputrain::Engine over the ops of src/backend/cpu/ops.cpp. Every buffer is sized
 // for the planned batch when the engine is built; a step only reads and writes them.
-#include <cblas.h>
 #include <omp.h>
 
 #include <cmath>
@@ -8,9 +7,11 @@
 #include <string>
 
 #include "backend/cpu/cpu_optimizer.hpp"
+#include "gputrain/blas_info.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/ops.hpp"
+#include "gputrain/optimizer.hpp"
 
 namespace gputrain {
 namespace {
@@ -21,7 +22,11 @@ class CpuEngine final : public Engine {
       : plan_(plan), options_(options), batch_(options.batch_size) {
     threads_ = options.threads > 0 ? options.threads : omp_get_num_procs();
     omp_set_num_threads(threads_);
-    openblas_set_num_threads(threads_);
+    // Whichever OpenBLAS build the dynamic linker gave us (openmp, pthread, serial): one thread
+    // per GEMM call, the calls spread over our OpenMP threads (blas_info.hpp says why).
+    blas_ = describe_blas(configure_blas_threads(threads_));
+    // Before anything is allocated: a model that cannot fit is a config error naming the layer.
+    check_cpu_memory(plan, batch_, threads_, int(optimizer_state(options.optimizer).size()));
     if (int(options.mean.size()) != plan.input.channels ||
         int(options.std.size()) != plan.input.channels)
       throw Error("normalization needs one mean and std per input channel");
@@ -69,7 +74,8 @@ class CpuEngine final : public Engine {
   }
 
   std::string describe() const override {
-    return "cpu, " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s");
+    return "cpu, " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s") + ", " +
+           blas_;
   }
 
   void set_parameters(const std::vector<float>& values) override {
@@ -263,6 +269,7 @@ class CpuEngine final : public Engine {
   ModelPlan plan_;
   EngineOptions options_;
   int batch_ = 0, threads_ = 1;
+  std::string blas_;  // "OpenBLAS 0.3.21 (openmp, 2 threads)"
   std::vector<float> params_, grads_, input_, workspace_;
   cpu::OptimizerBuffers optimizer_state_;
   std::vector<StepHyper> step_table_;

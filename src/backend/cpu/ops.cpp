@@ -1,7 +1,9 @@
 // CPU versions of the training step's ops (semantics: include/gputrain/ops.hpp).
 // Convolutions are im2col + OpenBLAS SGEMM, one sample per OpenMP thread at a time (each GEMM then
 // runs single-threaded inside the parallel region, which for these small per-sample shapes is
-// faster than threading one GEMM); linear layers are one multi-threaded SGEMM over the batch.
+// faster than threading one GEMM); linear layers split their GEMM into one block of output columns
+// per OpenMP thread. Every GEMM is thus called from inside an OpenMP region on one thread, whatever
+// OpenBLAS build is loaded (configure_blas_threads keeps a pthread build from adding its own pool).
 // Every reduction runs in a fixed order for a given thread count, so runs are bitwise repeatable.
 #include "gputrain/ops.hpp"
 
@@ -154,6 +156,20 @@ void col2im_stride1(const ConvGeometry& g, const float* dcols, float* dx, float*
     }
 }
 
+// Thread t's share [begin, end) of n output rows or columns: contiguous, the same for a given
+// thread count (so results are bitwise repeatable), with boundaries on multiples of 16 floats so
+// that each block starts on a cache line of C.
+struct ThreadBlock {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+};
+ThreadBlock thread_block(int64_t n, int t, int nt) {
+  constexpr int64_t align = 16;
+  const int64_t chunks = (n + align - 1) / align;
+  const auto edge = [&](int u) { return std::min(n, chunks * u / nt * align); };
+  return {edge(t), edge(t + 1)};
+}
+
 bool is_pointwise(const ConvGeometry& g) {
   return g.kernel == 1 && g.stride == 1 && g.padding == 0;
 }
@@ -288,27 +304,44 @@ void conv2d_forward_direct(const ConvGeometry& g, const float* x, const float* w
 
 void linear_forward(int batch, int in_features, int out_features, const float* x, const float* w,
                     const float* b, float* y, bool relu) {
+  const int64_t I = in_features, O = out_features;
+  // y[N,O] += x[N,I] · w[O,I]^T, each thread computing a block of y's columns. Always inside a
+  // parallel region, even for a small GEMM: outside one, the OpenMP OpenBLAS threads a GEMM above
+  // its own threshold (~262k multiply-adds), in its own split, which changes the result's bits.
   for (int n = 0; n < batch; ++n) std::copy(b, b + out_features, y + int64_t(n) * out_features);
-  // y[N,O] += x[N,I] · w[O,I]^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, out_features, in_features, 1.0f, x,
-              in_features, w, in_features, 1.0f, y, out_features);
+#pragma omp parallel
+  {
+    const ThreadBlock block = thread_block(O, omp_get_thread_num(), omp_get_num_threads());
+    if (block.size() > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, int(block.size()), int(I), 1.0f,
+                  x, int(I), w + block.begin * I, int(I), 1.0f, y + block.begin, int(O));
+  }
   if (relu) relu_forward(int64_t(batch) * out_features, y, y);
 }
 
 void linear_backward(int batch, int in_features, int out_features, const float* x, const float* w,
                      const float* dy, float* dx, float* dw, float* db) {
-  // dW[O,I] = dy[N,O]^T · x[N,I]
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_features, in_features, batch, 1.0f, dy,
-              out_features, x, in_features, 0.0f, dw, in_features);
-  if (dx) {
-    // dx[N,I] = dy[N,O] · W[O,I]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, in_features, out_features, 1.0f,
-                dy, out_features, w, in_features, 0.0f, dx, in_features);
-  }
-  for (int o = 0; o < out_features; ++o) {
-    double sum = 0.0;
-    for (int n = 0; n < batch; ++n) sum += dy[int64_t(n) * out_features + o];
-    db[o] = float(sum);
+  const int64_t I = in_features, O = out_features;
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    // dW[o0:o1, I] = dy[N, o0:o1]^T · x[N,I]; db[o0:o1] likewise from dy's columns.
+    const ThreadBlock rows = thread_block(O, t, nt);
+    if (rows.size() > 0)
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows.size()), int(I), batch, 1.0f,
+                  dy + rows.begin, int(O), x, int(I), 0.0f, dw + rows.begin * I, int(I));
+    for (int64_t o = rows.begin; o < rows.end; ++o) {
+      double sum = 0.0;
+      for (int n = 0; n < batch; ++n) sum += dy[int64_t(n) * O + o];
+      db[o] = float(sum);
+    }
+    if (dx) {
+      // dx[N, i0:i1] = dy[N,O] · W[O, i0:i1]
+      const ThreadBlock cols = thread_block(I, t, nt);
+      if (cols.size() > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, int(cols.size()), int(O),
+                    1.0f, dy, int(O), w + cols.begin, int(I), 0.0f, dx + cols.begin, int(I));
+    }
   }
 }
 

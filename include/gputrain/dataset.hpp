@@ -19,6 +19,9 @@ struct ImageSet {
 
 struct Dataset {
   ImageSet train, test;
+  // The name of each label, when the data set has them (image folders: the class folders;
+  // Fashion-MNIST and CIFAR-10: their published names); empty otherwise.
+  std::vector<std::string> class_names;
 };
 
 // MNIST / Fashion-MNIST IDX files in `dir`: train-images-idx3-ubyte, train-labels-idx1-ubyte,

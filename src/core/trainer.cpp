@@ -96,7 +96,7 @@ void Run::setup() {
   outputs = std::make_unique<RunOutputs>(out, request.overwrite, resuming_here);
   LoadedWeights init;
   if (!init_path.empty()) init = load_weights(init_path, plan);
-  const Dataset data = load_checked_data(config, plan);
+  const Dataset data = load_checked_data(config, plan, &observer);
   normalization = resolve_normalization(config, plan, resuming ? &resumed.normalization : nullptr,
                                         resume_path, data.train);
 

@@ -18,7 +18,7 @@ int run_train(const TrainArgs& args);
 
 struct EvalArgs {
   CommonOptions common;
-  std::string weights, dump_logits;
+  std::string weights, dump_logits, data_dir;
   bool json = false;
 };
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);

@@ -28,6 +28,7 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
   engine->set_eval_data(data.test);
   report.result = engine->evaluate(request.want_logits ? &report.logits : nullptr);
   report.labels = data.test.labels;
+  report.class_names = weights.class_names.empty() ? data.class_names : weights.class_names;
   return report;
 }
 

@@ -49,6 +49,9 @@ Dataset load_checked_data(const Config& config, const ModelPlan& plan, TrainObse
                         std::to_string(set->channels) + "x" + std::to_string(set->height) + "x" +
                         std::to_string(set->width));
   }
+  if (data.class_names.empty())
+    data.class_names = builtin_class_names(d.format == DataFormat::Idx ? "idx" : "cifar10", d.dir,
+                                           plan.num_classes);
   if (data.train.count == 0) throw DataError(d.dir + ": the training set is empty");
   if (data.test.count == 0) throw DataError(d.dir + ": the test set is empty");
   return data;

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "cli/cli_common.hpp"
 
@@ -23,6 +24,16 @@ struct EvalArgs {
 };
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);
 int run_eval(const EvalArgs& args);
+
+struct PredictArgs {
+  CommonOptions common;
+  std::string weights;
+  std::vector<std::string> images;
+  int top = 3;
+  bool json = false;
+};
+CLI::App* add_predict_command(CLI::App& app, PredictArgs& args);
+int run_predict(const PredictArgs& args);
 
 struct InfoArgs {
   bool json = false;

@@ -1,5 +1,6 @@
 """data.format: folder — ImageFolder trees of PNG and JPEG files (written with PIL), end to end."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -177,3 +178,63 @@ def test_empty_class_missing_split_and_class_count_errors(tmp_path, arrays):
     h.assert_user_error(train(tmp_path, nothing, tmp_path / "run"),
                         must_contain=[str(nothing / "train"), "no class folders"])
     h.assert_no_outputs(tmp_path / "run")
+
+
+def tree_files(tree, split):
+    """The image files of a split in the order gputrain reads them."""
+    return [f for c in sorted(p.name for p in (tree / split).iterdir())
+            for f in sorted((tree / split / c).iterdir())]
+
+
+def test_predict_top1_equals_eval_argmax_and_names_round_trip(tmp_path, arrays):
+    tree = write_tree(tmp_path / "tree", arrays, kinds=("png", "jpg"), rgb_every=2)
+    out = tmp_path / "run"
+    h.assert_ok(train(tmp_path, tree, out))
+    weights = out / "model.safetensors"
+    meta = h.read_safetensors(weights).metadata
+    assert json.loads(meta["classes"]) == CLASS_NAMES
+
+    dump = tmp_path / "logits.safetensors"
+    res = h.run_gputrain(["eval", "--weights", weights, "--dump-logits", dump])
+    h.assert_ok(res)
+    for name in CLASS_NAMES:
+        assert name in res.stdout
+    logits = h.read_safetensors(dump).tensors["logits"]
+    files = tree_files(tree, "test")
+    assert len(files) == logits.shape[0] == TEST_N
+
+    res = h.run_gputrain(["predict", "--weights", weights, "--json", "--top", "2"] + files)
+    h.assert_ok(res)
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == TEST_N
+    for i, (line, f) in enumerate(zip(lines, files)):
+        assert line["image"] == str(f)
+        assert len(line["top"]) == 2
+        best = line["top"][0]
+        assert best["index"] == int(np.argmax(logits[i])), (f, best, logits[i])
+        assert best["class"] == CLASS_NAMES[best["index"]]
+        z = logits[i].astype(np.float64)
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        assert abs(best["probability"] - p.max()) < 1e-5
+        assert best["probability"] >= line["top"][1]["probability"]
+
+    text = h.run_gputrain(["predict", "--weights", weights, files[0]])
+    h.assert_ok(text)
+    assert text.stdout.startswith(f"{files[0]}: {lines[0]['top'][0]['class']} ")
+
+
+def test_predict_wrong_size_names_the_expected_size_or_resizes(tmp_path, arrays):
+    tree = write_tree(tmp_path / "tree", arrays)
+    out = tmp_path / "run"
+    h.assert_ok(train(tmp_path, tree, out))
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.full((30, 40, 3), 128, np.uint8), mode="RGB").save(big)
+    res = h.run_gputrain(["predict", "--weights", out / "model.safetensors", big])
+    h.assert_user_error(res, must_contain=[str(big), "40x30", f"{h.SIDE}x{h.SIDE}"])
+    res = h.run_gputrain(["predict", "--weights", out / "model.safetensors", "--set",
+                          "data.resize=true", "--json", big])
+    h.assert_ok(res)
+    assert json.loads(res.stdout)["top"][0]["class"] in CLASS_NAMES
+    missing = tmp_path / "absent.png"
+    h.assert_user_error(h.run_gputrain(["predict", "--weights", out / "model.safetensors",
+                                        missing]), must_contain=[str(missing)])

@@ -6,11 +6,13 @@
 set -euo pipefail
 
 BUILD_PACKAGES=(g++ make cmake libcli11-dev libspdlog-dev catch2 libyaml-cpp-dev zlib1g-dev
-                libopenblas-openmp-dev libpng-dev libturbojpeg0-dev)
+                libopenblas-openmp-dev libpng-dev libturbojpeg0-dev
+                libonnx-dev libprotobuf-dev)
 DATA_PACKAGES=(dataset-fashion-mnist)
 # The CLI and parity suites drive gputrain from Python; PyTorch is the parity oracle (Debian's
 # python3-torch: CPU-only, one package, no multi-GB CUDA wheels to fetch).
-TEST_PACKAGES=(python3 python3-numpy python3-pytest python3-torch python3-pil)
+TEST_PACKAGES=(python3 python3-numpy python3-pytest python3-torch python3-pil python3-venv
+               python3-matplotlib)
 
 packages=("${BUILD_PACKAGES[@]}" "${DATA_PACKAGES[@]}")
 if [[ "${1:-}" != "--minimal" ]]; then

@@ -35,6 +35,14 @@ struct PredictArgs {
 CLI::App* add_predict_command(CLI::App& app, PredictArgs& args);
 int run_predict(const PredictArgs& args);
 
+struct ExportArgs {
+  CommonOptions common;  // --config and --set only
+  std::string weights, onnx;
+  bool raw_input = false;
+};
+CLI::App* add_export_command(CLI::App& app, ExportArgs& args);
+int run_export(const ExportArgs& args);
+
 struct InfoArgs {
   bool json = false;
 };

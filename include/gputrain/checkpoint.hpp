@@ -25,7 +25,14 @@ struct LoadedWeights {
   std::vector<float> parameters;  // flat, in plan order
   bool has_normalization = false;
   Normalization normalization;
+  std::vector<std::string> class_names;  // __metadata__.classes; empty when not recorded
+  std::string config_yaml;               // __metadata__.config (the resolved config); may be empty
 };
+
+// The __metadata__ entries that make a weights file describe itself: `classes` (a JSON array of
+// the label names) and `config` (the resolved config YAML the weights were trained with).
+std::map<std::string, std::string> describing_metadata(const std::string& config_yaml,
+                                                       const std::vector<std::string>& classes);
 
 // Writes the parameters (flat, plan order) with their state_dict names, atomically; `extra`
 // metadata entries are added to __metadata__ (e.g. which epoch a best-weights file holds).

@@ -29,7 +29,7 @@ struct ModelConfig {
   std::vector<LayerConfig> layers;
 };
 
-enum class DataFormat { Idx, Cifar10 };
+enum class DataFormat { Idx, Cifar10, Folder };
 
 struct DataConfig {
   DataFormat format = DataFormat::Idx;
@@ -40,6 +40,9 @@ struct DataConfig {
   // the training images actually used, population statistics).
   std::vector<float> mean;
   std::vector<float> std;
+  bool resize = false;  // folder: resample images of another size to model.input
+  bool skip_bad_images =
+      false;  // folder: leave out unreadable images (a warning) instead of failing
 };
 
 struct OptimizerConfig {

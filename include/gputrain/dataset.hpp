@@ -19,6 +19,9 @@ struct ImageSet {
 
 struct Dataset {
   ImageSet train, test;
+  // The name of each label, when the data set has them (image folders: the class folders;
+  // Fashion-MNIST and CIFAR-10: their published names); empty otherwise.
+  std::vector<std::string> class_names;
 };
 
 // MNIST / Fashion-MNIST IDX files in `dir`: train-images-idx3-ubyte, train-labels-idx1-ubyte,
@@ -39,6 +42,12 @@ IdxArray read_idx_file(const std::string& path);
 // record is 1 label byte + 3072 pixel bytes (3×32×32).
 Dataset load_cifar10_dataset(const std::string& dir, int64_t train_limit, int64_t test_limit,
                              int num_classes);
+
+// Label names where a data set has none of its own: CIFAR-10's (`format` "cifar10", from
+// batches.meta.txt when present), Fashion-MNIST's (`format` "idx" and "fashion" in the folder's
+// path); otherwise "0" … "num_classes-1".
+std::vector<std::string> builtin_class_names(const std::string& format, const std::string& dir,
+                                             int num_classes);
 
 // Per-channel mean and population std of pixel/255 over a set (normalization "auto").
 void channel_statistics(const ImageSet& set, std::vector<float>& mean, std::vector<float>& std);

@@ -85,6 +85,7 @@ struct EvalReport {
   Normalization normalization;
   std::string normalization_source;  // "config", "weights file", "training images"
   std::string engine;
+  std::vector<std::string> class_names;  // the weights' recorded names, else the data set's
 };
 
 EvalReport evaluate(const EvalRequest& request, TrainObserver& observer);

@@ -1,11 +1,13 @@
 // gputrain eval: weights evaluated on the test set; a report, or one JSON object with --json.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/progress.hpp"
+#include "cli/weights_config.hpp"
 #include "core/json.hpp"
 #include "core/run_outputs.hpp"
 #include "gputrain/errors.hpp"
@@ -16,7 +18,11 @@ namespace gputrain::cli {
 
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& a) {
   CLI::App* cmd = app.add_subcommand("eval", "evaluate weights on the test set");
-  add_common_options(cmd, a.common);
+  add_common_options(cmd, a.common, false);
+  cmd->add_option("--data", a.data_dir,
+                  "data folder to score (default: the config's data.dir; without --config, the "
+                  "one the weights record)")
+      ->type_name("DIR");
   cmd->add_option("--weights", a.weights, "weights file (safetensors)")
       ->required()
       ->type_name("FILE");
@@ -25,8 +31,8 @@ CLI::App* add_eval_command(CLI::App& app, EvalArgs& a) {
                   "also write the logits and labels to this safetensors file")
       ->type_name("FILE");
   set_help_footer(cmd,
-                  "gputrain eval --config runs/fm/config.yaml --weights runs/fm/model.safetensors "
-                  "--json",
+                  "gputrain eval --weights runs/fm/model.safetensors --json   (the config the "
+                  "weights record; or --config FILE)",
                   false);
   return cmd;
 }
@@ -46,7 +52,7 @@ int run_eval(const EvalArgs& a) {
                     "' does not exist (create it first)");
   }
   EvalRequest request;
-  request.config = load(common);
+  request.config = config_for_weights(common, weights, expand_home(a.data_dir));
   request.weights_path = weights;
   request.use_graph = !common.no_graph;
   request.want_logits = !dump_logits.empty();
@@ -84,6 +90,9 @@ int run_eval(const EvalArgs& a) {
       confusion.push_back(row);
     }
     o.set("confusion", confusion);
+    JsonValue classes = JsonValue::array();
+    for (const std::string& n : report.class_names) classes.push_back(n);
+    o.set("classes", classes);
     std::printf("%s\n", o.dump().c_str());
     return kExitOk;
   }
@@ -92,9 +101,14 @@ int run_eval(const EvalArgs& a) {
               report.normalization_source.c_str());
   std::printf("accuracy %.4f (%lld of %lld), loss %.4f\n\n", accuracy, (long long)r.correct,
               (long long)r.samples, loss);
-  std::printf("class  accuracy   confusion (row: true class, column: predicted)\n");
+  const std::vector<std::string>& names = report.class_names;
+  size_t name_width = 4;
+  for (const std::string& n : names) name_width = std::max(name_width, n.size());
+  std::printf("class  %-*s  accuracy   confusion (row: true class, column: predicted)\n",
+              int(name_width), "name");
   for (int t = 0; t < K; ++t) {
-    std::printf("%5d  %8.4f  ", t, per_class[size_t(t)]);
+    std::printf("%5d  %-*s  %8.4f  ", t, int(name_width),
+                size_t(t) < names.size() ? names[size_t(t)].c_str() : "", per_class[size_t(t)]);
     for (int p = 0; p < K; ++p) std::printf(" %6lld", (long long)r.confusion[size_t(t * K + p)]);
     std::printf("\n");
   }

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "cli/cli_common.hpp"
 
@@ -18,11 +19,29 @@ int run_train(const TrainArgs& args);
 
 struct EvalArgs {
   CommonOptions common;
-  std::string weights, dump_logits;
+  std::string weights, dump_logits, data_dir;
   bool json = false;
 };
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);
 int run_eval(const EvalArgs& args);
+
+struct PredictArgs {
+  CommonOptions common;
+  std::string weights;
+  std::vector<std::string> images;
+  int top = 3;
+  bool json = false;
+};
+CLI::App* add_predict_command(CLI::App& app, PredictArgs& args);
+int run_predict(const PredictArgs& args);
+
+struct ExportArgs {
+  CommonOptions common;  // --config and --set only
+  std::string weights, onnx;
+  bool raw_input = false;
+};
+CLI::App* add_export_command(CLI::App& app, ExportArgs& args);
+int run_export(const ExportArgs& args);
 
 struct InfoArgs {
   bool json = false;

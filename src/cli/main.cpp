@@ -20,7 +20,7 @@ namespace {
 using namespace gputrain;
 using namespace gputrain::cli;
 
-const char* const kCommands = "train, eval or info";
+const char* const kCommands = "train, eval, predict, export or info";
 
 [[noreturn]] void usage_error(const std::string& what) {
   throw CLI::ParseError(what, CLI::ExitCodes::ExtrasError);
@@ -92,12 +92,16 @@ int run(int argc, char** argv) {
   TrainArgs train_args;
   EvalArgs eval_args;
   InfoArgs info_args;
+  PredictArgs predict_args;
+  ExportArgs export_args;
   std::string help_topic;
   CLI::App* train_cmd = add_train_command(app, train_args);
   CLI::App* eval_cmd = add_eval_command(app, eval_args);
+  CLI::App* predict_cmd = add_predict_command(app, predict_args);
+  CLI::App* export_cmd = add_export_command(app, export_args);
   CLI::App* info_cmd = add_info_command(app, info_args);
   CLI::App* help_cmd = app.add_subcommand("help", "show the help of gputrain or a subcommand");
-  help_cmd->add_option("subcommand", help_topic, "train, eval or info")->type_name("SUBCOMMAND");
+  help_cmd->add_option("subcommand", help_topic, kCommands)->type_name("SUBCOMMAND");
 
   try {
     app.parse(argc, argv);
@@ -130,6 +134,8 @@ int run(int argc, char** argv) {
 
   if (train_cmd->parsed()) return run_train(train_args);
   if (eval_cmd->parsed()) return run_eval(eval_args);
+  if (predict_cmd->parsed()) return run_predict(predict_args);
+  if (export_cmd->parsed()) return run_export(export_args);
   if (info_cmd->parsed()) return run_info(info_args);
   return kExitUsage;
 }

@@ -129,6 +129,13 @@ void save_weights(const std::string& path, const ModelPlan& plan,
   write_safetensors(path, file);
 }
 
+std::map<std::string, std::string> describing_metadata(const std::string& config_yaml,
+                                                       const std::vector<std::string>& classes) {
+  JsonValue names = JsonValue::array();
+  for (const std::string& c : classes) names.push_back(c);
+  return {{"classes", names.dump()}, {"config", config_yaml}};
+}
+
 LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
   const TensorFile file = read_safetensors(path);
   const bool is_checkpoint = file.metadata.count("gputrain_checkpoint") > 0;
@@ -152,6 +159,22 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
   LoadedWeights w;
   w.parameters = gather(path, file, plan, "");
   w.has_normalization = read_normalization(path, file, w.normalization);
+  if (auto it = file.metadata.find("config"); it != file.metadata.end()) w.config_yaml = it->second;
+  if (auto it = file.metadata.find("classes"); it != file.metadata.end()) {
+    JsonValue names;
+    try {
+      names = parse_json(it->second);
+    } catch (const JsonParseError& e) {
+      throw WeightsError(path + ": __metadata__.classes is not JSON (" + e.what() + ")");
+    }
+    if (!names.is_array() || names.as_array().size() != size_t(plan.num_classes))
+      throw WeightsError(path + ": __metadata__.classes must be a JSON array of " +
+                         std::to_string(plan.num_classes) + " names (one per output)");
+    for (const JsonValue& n : names.as_array()) {
+      if (!n.is_string()) throw WeightsError(path + ": __metadata__.classes must hold strings");
+      w.class_names.push_back(n.as_string());
+    }
+  }
   return w;
 }
 

@@ -13,7 +13,7 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
   const std::string weights_path = expand_home(request.weights_path);
   const ModelPlan plan = plan_model(config.model, config.source);
   const LoadedWeights weights = load_weights(weights_path, plan);
-  const Dataset data = load_checked_data(config, plan);
+  const Dataset data = load_checked_data(config, plan, &observer);
   EvalReport report;
   report.normalization = resolve_normalization(
       config, plan, weights.has_normalization ? &weights.normalization : nullptr, weights_path,
@@ -28,6 +28,7 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
   engine->set_eval_data(data.test);
   report.result = engine->evaluate(request.want_logits ? &report.logits : nullptr);
   report.labels = data.test.labels;
+  report.class_names = weights.class_names.empty() ? data.class_names : weights.class_names;
   return report;
 }
 

@@ -1,6 +1,7 @@
 #include "core/run_setup.hpp"
 
 #include "gputrain/errors.hpp"
+#include "gputrain/images.hpp"
 #include "gputrain/optimizer.hpp"
 
 namespace gputrain {
@@ -15,11 +16,29 @@ void guard_constant_channels(Normalization& n) {
 
 }  // namespace
 
-Dataset load_checked_data(const Config& config, const ModelPlan& plan) {
+Dataset load_checked_data(const Config& config, const ModelPlan& plan, TrainObserver* observer) {
   const DataConfig& d = config.data;
-  Dataset data = d.format == DataFormat::Idx
-                     ? load_idx_dataset(d.dir, d.train_limit, d.test_limit, plan.num_classes)
-                     : load_cifar10_dataset(d.dir, d.train_limit, d.test_limit, plan.num_classes);
+  Dataset data;
+  if (d.format == DataFormat::Folder) {
+    ImageFolderOptions o;
+    o.channels = plan.input.channels;
+    o.height = plan.input.height;
+    o.width = plan.input.width;
+    o.resize = d.resize;
+    o.skip_bad_images = d.skip_bad_images;
+    o.num_classes = plan.num_classes;
+    o.train_limit = d.train_limit;
+    o.test_limit = d.test_limit;
+    if (observer) {
+      o.info = [observer](const std::string& m) { observer->on_info(m); };
+      o.warning = [observer](const std::string& m) { observer->on_warning(m); };
+    }
+    data = load_image_folder_dataset(d.dir, o);
+  } else {
+    data = d.format == DataFormat::Idx
+               ? load_idx_dataset(d.dir, d.train_limit, d.test_limit, plan.num_classes)
+               : load_cifar10_dataset(d.dir, d.train_limit, d.test_limit, plan.num_classes);
+  }
   const ModelConfig& m = config.model;
   for (const ImageSet* set : {&data.train, &data.test}) {
     if (set->channels != plan.input.channels || set->height != plan.input.height ||
@@ -30,6 +49,9 @@ Dataset load_checked_data(const Config& config, const ModelPlan& plan) {
                         std::to_string(set->channels) + "x" + std::to_string(set->height) + "x" +
                         std::to_string(set->width));
   }
+  if (data.class_names.empty())
+    data.class_names = builtin_class_names(d.format == DataFormat::Idx ? "idx" : "cifar10", d.dir,
+                                           plan.num_classes);
   if (data.train.count == 0) throw DataError(d.dir + ": the training set is empty");
   if (data.test.count == 0) throw DataError(d.dir + ": the test set is empty");
   return data;

@@ -9,12 +9,15 @@
 #include "gputrain/dataset.hpp"
 #include "gputrain/engine.hpp"
 #include "gputrain/model.hpp"
+#include "gputrain/trainer.hpp"
 
 namespace gputrain {
 
 // Reads the configured data set and checks it against the plan (image shape, non-empty sets; the
 // readers check labels against plan.num_classes). Engines receive only data that passed here.
-Dataset load_checked_data(const Config& config, const ModelPlan& plan);
+// `observer` (may be null) hears image-folder loading progress and warnings.
+Dataset load_checked_data(const Config& config, const ModelPlan& plan,
+                          TrainObserver* observer = nullptr);
 
 // The input normalization, first that applies: the config's data.mean/std; the one recorded with
 // the weights or checkpoint (`recorded`, may be null); the training images' channel statistics.

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "backend/engine_choice.hpp"
 #include "core/json.hpp"
@@ -53,6 +54,8 @@ struct Run {
   ModelPlan plan;
   std::vector<OptimizerStateInfo> optimizer_buffers;
   Normalization normalization;
+  // What weights files carry besides the weights: the class names and the resolved config.
+  std::map<std::string, std::string> weights_metadata;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<RunOutputs> outputs;
   TrainingState state;
@@ -100,7 +103,7 @@ void Run::setup() {
   outputs = std::make_unique<RunOutputs>(out, request.overwrite, resuming_here);
   LoadedWeights init;
   if (!init_path.empty()) init = load_weights(init_path, plan);
-  const Dataset data = load_checked_data(config, plan);
+  const Dataset data = load_checked_data(config, plan, &observer);
   normalization = resolve_normalization(config, plan, resuming ? &resumed.normalization : nullptr,
                                         resume_path, data.train);
 
@@ -131,6 +134,7 @@ void Run::setup() {
   }
   config.output_dir = outputs->dir();
   state.config_yaml = to_yaml(config);
+  weights_metadata = describing_metadata(state.config_yaml, data.class_names);
   engine->set_train_data(data.train);
   engine->set_eval_data(data.test);
 
@@ -220,15 +224,16 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
 // the metrics line (in that order: a line never names weights that were not written).
 void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
   const std::vector<float> params = engine->parameters();
-  save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization);
+  save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization, weights_metadata);
   if (m.test_acc > state.best_test_acc) {
     state.best_test_acc = m.test_acc;
     state.best_epoch = m.epoch;
-    save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization,
-                 {{"best_epoch", std::to_string(m.epoch)},
-                  {"best_monitor", "test_acc"},
-                  {"best_test_acc", json_number(m.test_acc)},
-                  {"run_id", state.run_id}});
+    std::map<std::string, std::string> best = weights_metadata;
+    best.insert({{"best_epoch", std::to_string(m.epoch)},
+                 {"best_monitor", "test_acc"},
+                 {"best_test_acc", json_number(m.test_acc)},
+                 {"run_id", state.run_id}});
+    save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization, best);
   }
   state.epoch = m.epoch;
   state.step_in_epoch = 0;
@@ -286,7 +291,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     observer.on_info("the checkpoint is already at epoch " + std::to_string(state.epoch) + " of " +
                      std::to_string(run.config.train.epochs) + "; nothing to train");
     save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
-                 run.normalization);
+                 run.normalization, run.weights_metadata);
   }
   // Read last: the description says so when the engine had to fall back to eager steps.
   summary.engine = run.engine->describe();

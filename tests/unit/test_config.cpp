@@ -230,7 +230,7 @@ TEST_CASE("wrong types and out-of-range values name the key, line and value", "[
   parse_error(with("batch_size: 32", "batch_size: 32\n  log_interval: 0"), {"train.log_interval"});
   parse_error(kBase + "device: gpu\n", {"cfg.yaml:17: device: expected one of auto, cpu, cuda"});
   parse_error(with("  dir: some/data\n", "  dir: some/data\n  format: png\n"),
-              {"cfg.yaml:12: data.format: expected one of idx, cifar10, got 'png'"});
+              {"cfg.yaml:12: data.format: expected one of idx, cifar10, folder, got 'png'"});
   parse_error(with("  dir: some/data\n", "  dir: some/data\n  train_limit: -5\n"),
               {"data.train_limit: expected an integer ≥ 0"});
   parse_error(with("  dir: some/data\n", "  dir: [a]\n"), {"cfg.yaml:11: data.dir"});

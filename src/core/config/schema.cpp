@@ -211,13 +211,16 @@ const std::vector<KeyRow>& rows() {
        }},
       {"data", "format", false, kMustMatch,
        [](const Slot& s, Config& c) {
-         if (s.value)
-           c.data.format = read_choice(s.ctx, *s.value, s.path, {"idx", "cifar10"}) == "idx"
-                               ? DataFormat::Idx
-                               : DataFormat::Cifar10;
+         if (!s.value) return;
+         const std::string f = read_choice(s.ctx, *s.value, s.path, {"idx", "cifar10", "folder"});
+         c.data.format = f == "idx"       ? DataFormat::Idx
+                         : f == "cifar10" ? DataFormat::Cifar10
+                                          : DataFormat::Folder;
        },
        [](const Config& c) {
-         return std::string(c.data.format == DataFormat::Idx ? "idx" : "cifar10");
+         return std::string(c.data.format == DataFormat::Idx       ? "idx"
+                            : c.data.format == DataFormat::Cifar10 ? "cifar10"
+                                                                   : "folder");
        }},
       string_row(
           "data", "dir", [](Config& c) -> std::string& { return c.data.dir; }, "a folder path",
@@ -230,6 +233,9 @@ const std::vector<KeyRow>& rows() {
           "mean", [](Config& c) -> std::vector<float>& { return c.data.mean; }, false),
       normalization_row(
           "std", [](Config& c) -> std::vector<float>& { return c.data.std; }, true),
+      bool_row("data", "resize", [](Config& c) -> bool& { return c.data.resize; }),
+      bool_row("data", "skip_bad_images",
+               [](Config& c) -> bool& { return c.data.skip_bad_images; }),
       {"optimizer", "type", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (s.value) c.optimizer.type = read_choice(s.ctx, *s.value, s.path, {"sgd"});

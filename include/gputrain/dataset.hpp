@@ -19,6 +19,7 @@ struct ImageSet {
 
 struct Dataset {
   ImageSet train, test;
+  ImageSet val;  // data.val_split > 0: held out of the training images (else empty)
 };
 
 // MNIST / Fashion-MNIST IDX files in `dir`: train-images-idx3-ubyte, train-labels-idx1-ubyte,

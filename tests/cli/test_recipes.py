@@ -56,7 +56,7 @@ def test_adamw_trains_and_resumes_bitwise(make_config, tmp_path):
 
 @pytest.mark.parametrize("schedule", [
     ["schedule.type=step", "schedule.step_size=1", "schedule.gamma=0.5",
-     "schedule.warmup_epochs=1.5"],
+     "schedule.warmup_epochs=0.7"],
     ["schedule.type=multistep", "schedule.milestones=[1]", "schedule.warmup_epochs=0.5",
      "schedule.warmup_start_factor=0.25"],
 ])

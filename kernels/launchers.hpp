@@ -120,10 +120,14 @@ size_t softmax_xent_workspace_bytes(int batch);
 // the trainer's non-finite loss check reports it) and it is neither counted correct nor in
 // `confusion`. Zero the accumulators with cudaMemsetAsync where they should restart
 // (read-and-reset).
+// label_smoothing ε (F.cross_entropy(label_smoothing=ε), in [0, 1)): the target becomes
+// (1 − ε)·onehot + ε/classes in dlogits and the row loss (1 − ε)·(−log p_label) + ε·mean_k(−log
+// p_k); ε = 0 is the plain loss, bit for bit.
 void launch_softmax_xent(int batch, int classes, const float* logits, const int32_t* labels,
                          float grad_scale, float* dlogits, int32_t* predicted, double* loss_sum,
                          unsigned long long* correct, unsigned long long* confusion,
-                         void* workspace, size_t workspace_bytes, cudaStream_t stream);
+                         void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                         float label_smoothing = 0.0f);
 
 // ---- SGD (kernels/sgd.cu)
 // ------------------------------------------------------------------------
@@ -145,6 +149,45 @@ void launch_sgd_step(int64_t n, float* w, const float* g, float* v, const SgdHyp
 // null when p.momentum == 0.
 void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const cpu::SgdParams& p,
                        cudaStream_t stream);
+
+// ---- AdamW (kernels/adamw.cu) -------------------------------------------------------------------
+
+// The run's constants of torch.optim.AdamW (1 − β in double, then rounded, as cpu::AdamWParams).
+struct AdamWConstants {
+  float beta1 = 0.9f, beta2 = 0.999f, one_minus_beta1 = 0.1f, one_minus_beta2 = 0.001f;
+  float eps = 1e-8f, weight_decay = 0.01f;
+};
+AdamWConstants make_adamw_constants(const OptimizerSpec& spec);
+
+// Gradient clipping state in device memory (launch_grad_norm writes it, the updates read it).
+struct GradClip {
+  float norm = 0.0f;   // the global L2 norm of the gradients
+  float scale = 1.0f;  // min(1, max_norm / (norm + 1e-6))
+};
+
+// The engine's AdamW update over the flat buffers (cpu::adamw_update with lr, bias_correction1 and
+// bias_correction2_sqrt from the step table entry [state->step − 1], clamped, as launch_sgd_step):
+//   g *= clip->scale (clip may be null: no clipping);  w *= 1 − lr·wd;  m = β1·m + (1 − β1)·g;
+//   v = β2·v + (1 − β2)·g²;  w -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
+// Nothing from the host per step: one launch serves every step inside or outside a graph.
+void launch_adamw_step(int64_t n, float* w, const float* g, float* m, float* v,
+                       const AdamWConstants& constants, const StepHyper* table, int64_t table_size,
+                       const StepState* state, const GradClip* clip, cudaStream_t stream);
+
+// ---- gradient clipping (kernels/grad_norm.cu) ---------------------------------------------------
+
+// Number of partial sums of the norm's first stage, fixed so the reduction order is the same on
+// every device.
+constexpr int kGradNormBlocks = 160;
+// Bytes of scratch launch_grad_norm needs.
+size_t grad_norm_workspace_bytes();
+// torch.nn.utils.clip_grad_norm_'s first half (cpu::clip_grad_norm): clip->norm = ‖g‖₂ (squares
+// summed in double, fixed order), clip->scale = min(1, max_norm / (‖g‖ + 1e-6)) (float), and
+// *norm_sum += ‖g‖ (double; may be null). max_norm > 0. No host sync.
+void launch_grad_norm(int64_t n, const float* g, float max_norm, GradClip* clip, double* norm_sum,
+                      void* workspace, size_t workspace_bytes, cudaStream_t stream);
+// The second half for updates that do not take a GradClip (SGD): g *= clip->scale.
+void launch_scale_gradients(int64_t n, float* g, const GradClip* clip, cudaStream_t stream);
 
 // ---- batch assembly and step bookkeeping (kernels/data.cu) --------------------------------------
 

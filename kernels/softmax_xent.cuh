@@ -16,14 +16,16 @@ struct XentRow {
 // One warp per row of logits [batch, classes] (grid-stride over rows; lanes over classes).
 // 1. max and argmax (first max wins: ties go to the lower class index);
 // 2. sum of exp(z - max), logsumexp;
-// 3. dlogits = (exp(z - max) / sum - onehot) / grad_scale, predicted, confusion, the row's loss.
+// 3. dlogits = (exp(z - max) / sum - target) / grad_scale, predicted, confusion, the row's loss;
+//    target = onehot, or (1 − ε)·onehot + ε/classes with label smoothing ε > 0 (then the loss
+//    also needs Σ_k (z_k − max), a third fixed butterfly).
 // All warp reductions are fixed butterflies: the same bits on every run.
 __global__ void __launch_bounds__(256)
     softmax_xent_rows_kernel(int batch, int classes, const float* __restrict__ logits,
                              const int32_t* __restrict__ labels, float grad_scale,
                              float* __restrict__ dlogits, int32_t* __restrict__ predicted,
-                             unsigned long long* __restrict__ confusion,
-                             XentRow* __restrict__ rows) {
+                             unsigned long long* __restrict__ confusion, XentRow* __restrict__ rows,
+                             float label_smoothing) {
   const int lane = threadIdx.x % detail::kWarp;
   const int64_t warps = detail::grid_threads() / detail::kWarp;
   for (int64_t n = detail::global_thread_index() / detail::kWarp; n < batch; n += warps) {
@@ -50,17 +52,32 @@ __global__ void __launch_bounds__(256)
     float sum = 0.0f;
     for (int k = lane; k < classes; k += detail::kWarp) sum += expf(__ldg(z + k) - best);
     sum = detail::warp_sum(sum);
+    const bool smoothing = label_smoothing > 0.0f;
+    float shifted_sum = 0.0f;  // Σ_k (z_k − max), for the smoothed loss only
+    if (smoothing) {
+      for (int k = lane; k < classes; k += detail::kWarp) shifted_sum += __ldg(z + k) - best;
+      shifted_sum = detail::warp_sum(shifted_sum);
+    }
+    const float on_target = 1.0f - label_smoothing, off_target = label_smoothing / float(classes);
     const int label = labels[n];
     const bool valid = label >= 0 && label < classes;
     if (dlogits) {
       float* d = dlogits + n * classes;
       for (int k = lane; k < classes; k += detail::kWarp) {
         const float p = expf(__ldg(z + k) - best) / sum;
-        d[k] = (p - (k == label ? 1.0f : 0.0f)) / grad_scale;
+        const float target =
+            smoothing ? (k == label ? on_target : 0.0f) + off_target : (k == label ? 1.0f : 0.0f);
+        d[k] = (p - target) / grad_scale;
       }
     }
     if (lane == 0) {
-      const float loss = valid ? logf(sum) - (__ldg(z + label) - best) : NAN;
+      float loss = NAN;
+      if (valid) {
+        const float nll = logf(sum) - (__ldg(z + label) - best);
+        loss = smoothing
+                   ? on_target * nll + label_smoothing * (logf(sum) - shifted_sum / float(classes))
+                   : nll;
+      }
       rows[n] = XentRow{loss, valid && best_k == label ? 1 : 0};
       if (predicted) predicted[n] = best_k;
       if (confusion && valid) atomicAdd(confusion + int64_t(label) * classes + best_k, 1ull);

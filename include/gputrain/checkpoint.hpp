@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -50,9 +51,16 @@ struct TrainingState {
   int epoch = 0;
   int64_t step_in_epoch = 0;
   int64_t global_step = 0;
-  TrainCounters partial;  // counters of the current epoch's steps already run
-  double best_test_acc = -1;
-  int best_epoch = 0;       // 1-based, 0 = none yet
+  TrainCounters partial;      // counters of the current epoch's steps already run
+  double best_test_acc = -1;  // test accuracy of the best epoch
+  int best_epoch = 0;         // 1-based, 0 = none yet
+  // The best epoch's monitored value for model_best (val_acc with a val split, else test_acc).
+  double best_score = -1;
+  // train.early_stopping: the best monitored value so far (NaN = none yet), epochs since it
+  // improved, and whether the run stopped for it.
+  double early_stopping_best = std::numeric_limits<double>::quiet_NaN();
+  int early_stopping_bad_epochs = 0;
+  bool stopped_early = false;
   std::string config_yaml;  // the resolved config of the run
   std::string run_id;       // the run's identity (checkpoints before run ids: empty)
 };

@@ -43,16 +43,45 @@ struct DataConfig {
   bool resize = false;  // folder: resample images of another size to model.input
   bool skip_bad_images =
       false;  // folder: leave out unreadable images (a warning) instead of failing
+  // data.val_split: this many training images held out (chosen by train.seed, fixed for the run),
+  // never trained on, scored every epoch; 0 = none.
+  int64_t val_split = 0;
 };
 
 struct OptimizerConfig {
   std::string type = "sgd";  // sgd | adamw
   double lr = 0.01;
   double momentum = 0.0;
+  // Absent from the file: 0.01 for adamw, 0 for sgd (as torch.optim's defaults); the reader
+  // resolves it, so config.yaml always records the value used.
   double weight_decay = 0.0;
   bool nesterov = false;
   double beta1 = 0.9, beta2 = 0.999;  // adamw: optimizer.betas
   double eps = 1e-8;                  // adamw
+  double grad_clip = 0.0;             // max global L2 norm of the gradients; 0 = off
+};
+
+// The `schedule` section: see ScheduleSpec (optimizer.hpp) for the formula.
+struct ScheduleConfig {
+  std::string type = "constant";  // constant | step | multistep | cosine
+  int step_size = 1;              // epochs; required (no default) for type step
+  double gamma = 0.1;             // step, multistep
+  std::vector<int> milestones;    // epochs, strictly increasing; required for multistep
+  double eta_min = 0.0;           // cosine
+  double warmup_epochs = 0.0;     // may be fractional; at most train.epochs
+  double warmup_start_factor = 0.1;
+};
+
+struct LossConfig {
+  double label_smoothing = 0.0;  // as F.cross_entropy(label_smoothing=…)
+};
+
+// train.early_stopping: stop after `patience` epochs without an improvement of `monitor` larger
+// than `min_delta`. patience 0 = off.
+struct EarlyStoppingConfig {
+  int patience = 0;
+  double min_delta = 0.0;
+  std::string monitor;  // val_loss | val_acc | test_acc; default val_acc with a val split
 };
 
 struct TrainConfig {
@@ -63,6 +92,7 @@ struct TrainConfig {
   bool deterministic = false;  // CUDA: deterministic cuDNN algorithms only
   int log_interval = 100;      // steps between progress log lines / device stat reads
   int threads = 0;             // CPU backend threads; 0 = all cores
+  EarlyStoppingConfig early_stopping;
 };
 
 struct Config {
@@ -71,6 +101,8 @@ struct Config {
   DataConfig data;
   OptimizerConfig optimizer;
   TrainConfig train;
+  ScheduleConfig schedule;
+  LossConfig loss;
   std::string output_dir = "runs/default";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N (the N-th visible GPU)
 };

@@ -22,6 +22,7 @@ struct Dataset {
   // The name of each label, when the data set has them (image folders: the class folders;
   // Fashion-MNIST and CIFAR-10: their published names); empty otherwise.
   std::vector<std::string> class_names;
+  ImageSet val;  // data.val_split > 0: held out of the training images (else empty)
 };
 
 // MNIST / Fashion-MNIST IDX files in `dir`: train-images-idx3-ubyte, train-labels-idx1-ubyte,

@@ -33,6 +33,7 @@ struct EngineOptions {
   bool use_graph = true;         // CUDA: capture the step as a graph after a warm-up step
   int device_index = 0;          // CUDA device
   OptimizerSpec optimizer;       // the update rule (its per-step values come from set_step_table)
+  float label_smoothing = 0.0f;  // training loss: F.cross_entropy(label_smoothing=…); eval: plain
 };
 
 // A backend's flat buffer (parameters layout: ModelPlan::parameter_count floats), for in-place work
@@ -48,6 +49,9 @@ struct TrainCounters {
   double loss_sum = 0;  // sum over samples of the per-sample loss
   int64_t correct = 0;
   int64_t samples = 0;
+  // optimizer.grad_clip > 0: the global gradient norms (before clipping) of the steps, summed.
+  double grad_norm_sum = 0;
+  int64_t grad_norm_steps = 0;
 };
 
 struct EvalResult {

@@ -47,9 +47,16 @@ void maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* a
 // Writes dlogits = (softmax - onehot(label)) / grad_scale (grad_scale = batch for the mean loss;
 // dlogits may be null for evaluation) and predicted[N] = argmax (first max wins; may be null).
 // Returns the summed (not averaged) loss; *correct gets the number of rows whose argmax == label.
+// label_smoothing ε as F.cross_entropy(label_smoothing=ε): the target is (1 − ε)·onehot + ε/K, so
+// the loss is (1 − ε)·(−log p_label) + ε/K·Σ_k(−log p_k) and dlogits = (softmax − target) / scale.
 double softmax_cross_entropy(int batch, int classes, const float* logits, const int32_t* labels,
-                             float grad_scale, float* dlogits, int32_t* predicted,
-                             int64_t* correct);
+                             float grad_scale, float* dlogits, int32_t* predicted, int64_t* correct,
+                             float label_smoothing = 0.0f);
+
+// torch.nn.utils.clip_grad_norm_(max_norm) over one flat buffer of all gradients: the global L2
+// norm ‖g‖ (accumulated in double in a fixed order), then g *= min(1, max_norm / (‖g‖ + 1e-6)).
+// Returns ‖g‖ before clipping.
+double clip_grad_norm(int64_t n, float* g, float max_norm);
 
 struct SgdParams {
   float lr = 0.01f, momentum = 0.0f, weight_decay = 0.0f;

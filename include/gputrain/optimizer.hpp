@@ -13,6 +13,7 @@
 namespace gputrain {
 
 struct OptimizerConfig;  // config.hpp
+struct ScheduleConfig;   // config.hpp
 
 enum class OptimizerKind { Sgd, AdamW };
 
@@ -26,6 +27,9 @@ struct OptimizerSpec {
   // the config gives them: the bias corrections use them so (as Python floats in torch); the update
   // itself uses float casts.
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  // torch.nn.utils.clip_grad_norm_(max_norm = grad_clip) before the update; 0 = off. The scale
+  // min(1, max_norm / (‖g‖₂ + 1e-6)) is computed where the gradients live (no host sync).
+  float grad_clip = 0.0f;
 };
 
 // The values of one step, entry [global step] of the run's table, computed in double and stored as
@@ -72,6 +76,9 @@ struct ScheduleSpec {
   double warmup_epochs = 0.0;   // may be fractional
   double warmup_start_factor = 0.1;
 };
+
+// The schedule of a config's `schedule` section for a run of `steps_per_epoch` steps per epoch.
+ScheduleSpec schedule_spec(const ScheduleConfig& config, double base_lr, int64_t steps_per_epoch);
 
 // W of the formula above.
 int64_t warmup_steps(const ScheduleSpec& schedule);

@@ -20,6 +20,10 @@ struct EpochMetrics {
   double images_per_s = 0, seconds = 0, eval_seconds = 0, lr = 0;
   int64_t steps = 0;
   double gpu_busy_percent = -1;  // negative: not measured
+  double grad_norm = -1;         // mean global gradient norm (optimizer.grad_clip > 0); else -1
+  bool has_val = false;          // data.val_split > 0: val_loss / val_acc below are set
+  double val_loss = 0, val_acc = 0;
+  bool stopped_early = false;  // train.early_stopping ended the run after this epoch
 };
 
 class TrainObserver {
@@ -56,6 +60,7 @@ struct TrainSummary {
   std::vector<EpochMetrics> epochs;  // the epochs run by this invocation
   double best_test_acc = 0, final_test_acc = 0;
   int best_epoch = 0;
+  bool stopped_early = false;  // train.early_stopping ended the run
   double train_seconds = 0, images_per_s = 0;
   double gpu_busy_percent = -1;  // mean over the epochs (weighted by their time); < 0: not measured
   std::string engine;

@@ -57,10 +57,11 @@ int run_train(const TrainArgs& a) {
   }
   spdlog::info(
       "done: {} epoch(s) in {:.1f} s of training, {:.0f} images/s on {}{}; final test accuracy "
-      "{:.4f}, best {:.4f} (epoch {}); outputs in {}",
+      "{:.4f}, best {:.4f} (epoch {}){}; outputs in {}",
       s.epochs.size(), s.train_seconds, s.images_per_s, s.engine,
       s.gpu_busy_percent >= 0 ? fmt::format(", GPU busy {:.1f}%", s.gpu_busy_percent) : "",
-      s.final_test_acc, s.best_test_acc, s.best_epoch, s.out_dir);
+      s.final_test_acc, s.best_test_acc, s.best_epoch, s.stopped_early ? "; stopped early" : "",
+      s.out_dir);
   return kExitOk;
 }
 

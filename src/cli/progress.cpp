@@ -115,10 +115,13 @@ void ConsoleObserver::on_log(int epoch, int64_t step, int64_t steps, double loss
 void ConsoleObserver::on_epoch(const EpochMetrics& m) {
   std::string busy =
       m.gpu_busy_percent >= 0 ? fmt::format(", GPU busy {:.1f}%", m.gpu_busy_percent) : "";
+  const std::string val =
+      m.has_val ? fmt::format(" | val loss {:.4f} acc {:.4f}", m.val_loss, m.val_acc) : "";
   spdlog::info(
-      "epoch {}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} | {:.1f} s, "
+      "epoch {}: train loss {:.4f} acc {:.4f}{} | test loss {:.4f} acc {:.4f} | {:.1f} s, "
       "{:.0f} images/s{}",
-      m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.images_per_s, busy);
+      m.epoch, m.train_loss, m.train_acc, val, m.test_loss, m.test_acc, m.seconds, m.images_per_s,
+      busy);
 }
 
 }  // namespace gputrain::cli

@@ -195,8 +195,15 @@ void save_checkpoint(const std::string& path, const ModelPlan& plan,
   m["partial_loss_sum"] = json_number(s.partial.loss_sum);
   m["partial_correct"] = std::to_string(s.partial.correct);
   m["partial_samples"] = std::to_string(s.partial.samples);
+  m["partial_grad_norm_sum"] = json_number(s.partial.grad_norm_sum);
+  m["partial_grad_norm_steps"] = std::to_string(s.partial.grad_norm_steps);
   m["best_test_acc"] = json_number(s.best_test_acc);
   m["best_epoch"] = std::to_string(s.best_epoch);
+  m["best_score"] = json_number(s.best_score);
+  if (!std::isnan(s.early_stopping_best))
+    m["early_stopping_best"] = json_number(s.early_stopping_best);
+  m["early_stopping_bad_epochs"] = std::to_string(s.early_stopping_bad_epochs);
+  m["stopped_early"] = s.stopped_early ? "1" : "0";
   m["config"] = s.config_yaml;
   if (!s.run_id.empty()) m["run_id"] = s.run_id;
   write_safetensors(path, file);
@@ -220,8 +227,21 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
   s.partial.loss_sum = get_double(path, file, "partial_loss_sum");
   s.partial.correct = get_int(path, file, "partial_correct");
   s.partial.samples = get_int(path, file, "partial_samples");
+  if (file.metadata.count("partial_grad_norm_steps")) {  // absent before gradient clipping
+    s.partial.grad_norm_sum = get_double(path, file, "partial_grad_norm_sum");
+    s.partial.grad_norm_steps = get_int(path, file, "partial_grad_norm_steps");
+  }
   s.best_test_acc = get_double(path, file, "best_test_acc");
   s.best_epoch = int(get_int(path, file, "best_epoch"));
+  // Absent in checkpoints from before validation splits and early stopping.
+  s.best_score =
+      file.metadata.count("best_score") ? get_double(path, file, "best_score") : s.best_test_acc;
+  if (file.metadata.count("early_stopping_best"))
+    s.early_stopping_best = get_double(path, file, "early_stopping_best");
+  if (file.metadata.count("early_stopping_bad_epochs"))
+    s.early_stopping_bad_epochs = int(get_int(path, file, "early_stopping_bad_epochs"));
+  s.stopped_early =
+      file.metadata.count("stopped_early") && file.metadata.at("stopped_early") == "1";
   s.config_yaml = get(path, file, "config");
   if (file.metadata.count("run_id")) s.run_id = file.metadata.at("run_id");
   if (s.epoch < 0 || s.step_in_epoch < 0 || s.global_step < 0)

@@ -9,13 +9,17 @@
 namespace gputrain {
 
 OptimizerSpec optimizer_spec(const OptimizerConfig& config) {
-  if (config.type != "sgd")
+  if (config.type != "sgd" && config.type != "adamw")
     throw ConfigError("optimizer.type: unknown optimizer '" + config.type + "'");
   OptimizerSpec spec;
-  spec.kind = OptimizerKind::Sgd;
+  spec.kind = config.type == "adamw" ? OptimizerKind::AdamW : OptimizerKind::Sgd;
   spec.momentum = float(config.momentum);
   spec.weight_decay = float(config.weight_decay);
   spec.nesterov = config.nesterov;
+  spec.beta1 = config.beta1;
+  spec.beta2 = config.beta2;
+  spec.eps = config.eps;
+  spec.grad_clip = float(config.grad_clip);
   return spec;
 }
 
@@ -27,6 +31,26 @@ std::vector<OptimizerStateInfo> optimizer_state(const OptimizerSpec& spec) {
       return {{"exp_avg", "adam.m."}, {"exp_avg_sq", "adam.v."}};
   }
   return {};
+}
+
+ScheduleSpec schedule_spec(const ScheduleConfig& config, double base_lr, int64_t steps_per_epoch) {
+  ScheduleSpec spec;
+  const std::string& t = config.type;
+  spec.kind = t == "step"        ? ScheduleKind::Step
+              : t == "multistep" ? ScheduleKind::MultiStep
+              : t == "cosine"    ? ScheduleKind::Cosine
+                                 : ScheduleKind::Constant;
+  if (t != "constant" && t != "step" && t != "multistep" && t != "cosine")
+    throw ConfigError("schedule.type: unknown schedule '" + t + "'");
+  spec.base_lr = base_lr;
+  spec.steps_per_epoch = steps_per_epoch;
+  spec.step_size = config.step_size;
+  spec.gamma = config.gamma;
+  spec.milestones = config.milestones;
+  spec.eta_min = config.eta_min;
+  spec.warmup_epochs = config.warmup_epochs;
+  spec.warmup_start_factor = config.warmup_start_factor;
+  return spec;
 }
 
 int64_t warmup_steps(const ScheduleSpec& schedule) {

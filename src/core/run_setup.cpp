@@ -1,8 +1,13 @@
 #include "core/run_setup.hpp"
 
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
 #include "gputrain/errors.hpp"
 #include "gputrain/images.hpp"
 #include "gputrain/optimizer.hpp"
+#include "gputrain/rng.hpp"
 
 namespace gputrain {
 namespace {
@@ -14,7 +19,52 @@ void guard_constant_channels(Normalization& n) {
     if (!(s > 0)) s = 1.0f;
 }
 
+// The images of `set` at `indices` (ascending), in that order.
+ImageSet subset(const ImageSet& set, const std::vector<int64_t>& indices) {
+  ImageSet out;
+  out.count = int64_t(indices.size());
+  out.channels = set.channels;
+  out.height = set.height;
+  out.width = set.width;
+  const int64_t size = set.image_size();
+  out.pixels.resize(size_t(out.count * size));
+  out.labels.resize(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) {
+    std::memcpy(out.pixels.data() + int64_t(i) * size, set.image(indices[i]), size_t(size));
+    out.labels[i] = set.labels[size_t(indices[i])];
+  }
+  return out;
+}
+
 }  // namespace
+
+void hold_out_validation(Dataset& data, int64_t count, uint64_t seed) {
+  if (count <= 0) return;
+  const int64_t n = data.train.count;
+  // A partial Fisher–Yates shuffle on a stream of its own (not the epoch orders'): the first
+  // `count` entries are the held-out images. Depends on the seed and the set's size only.
+  Rng rng(seed ^ 0x76616c5f73706c74ull);  // "val_splt"
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), int64_t(0));
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t j = i + int64_t(rng.below(uint64_t(n - i)));
+    std::swap(perm[size_t(i)], perm[size_t(j)]);
+  }
+  std::vector<int64_t> val(perm.begin(), perm.begin() + count);
+  std::sort(val.begin(), val.end());
+  std::vector<int64_t> train;
+  train.reserve(size_t(n - count));
+  size_t next_val = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (next_val < val.size() && val[next_val] == i) {
+      ++next_val;
+      continue;
+    }
+    train.push_back(i);
+  }
+  data.val = subset(data.train, val);
+  data.train = subset(data.train, train);
+}
 
 Dataset load_checked_data(const Config& config, const ModelPlan& plan, TrainObserver* observer) {
   const DataConfig& d = config.data;
@@ -54,6 +104,12 @@ Dataset load_checked_data(const Config& config, const ModelPlan& plan, TrainObse
                                            plan.num_classes);
   if (data.train.count == 0) throw DataError(d.dir + ": the training set is empty");
   if (data.test.count == 0) throw DataError(d.dir + ": the test set is empty");
+  if (d.val_split >= data.train.count)
+    throw ConfigError(config.source + ": data.val_split: " + std::to_string(d.val_split) +
+                      " held-out images leave none of the " + std::to_string(data.train.count) +
+                      " training images in '" + d.dir +
+                      "' to train on (expected fewer than the training images)");
+  hold_out_validation(data, d.val_split, config.train.seed);
   return data;
 }
 
@@ -90,6 +146,7 @@ EngineOptions engine_options(const Config& config, const Normalization& n, bool 
   o.threads = config.train.threads;
   o.deterministic = config.train.deterministic;
   o.use_graph = use_graph;
+  o.label_smoothing = float(config.loss.label_smoothing);
   return o;
 }
 

@@ -15,9 +15,14 @@ namespace gputrain {
 
 // Reads the configured data set and checks it against the plan (image shape, non-empty sets; the
 // readers check labels against plan.num_classes). Engines receive only data that passed here.
+// data.val_split > 0: that many training images move to Dataset::val (hold_out_validation).
 // `observer` (may be null) hears image-folder loading progress and warnings.
 Dataset load_checked_data(const Config& config, const ModelPlan& plan,
                           TrainObserver* observer = nullptr);
+
+// Moves `count` training images, chosen by `seed` alone (the same on every resume), into
+// data.val; both keep the images' original order. count ≤ 0: nothing.
+void hold_out_validation(Dataset& data, int64_t count, uint64_t seed);
 
 // The input normalization, first that applies: the config's data.mean/std; the one recorded with
 // the weights or checkpoint (`recorded`, may be null); the training images' channel statistics.

@@ -24,7 +24,8 @@ double seconds_since(Clock::time_point t0) {
 }
 
 TrainCounters plus(const TrainCounters& a, const TrainCounters& b) {
-  return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples};
+  return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples,
+                       a.grad_norm_sum + b.grad_norm_sum, a.grad_norm_steps + b.grad_norm_steps};
 }
 
 std::string metrics_line(const EpochMetrics& m, int64_t global_step, const std::string& run_id) {
@@ -39,6 +40,12 @@ std::string metrics_line(const EpochMetrics& m, int64_t global_step, const std::
   o.set("eval_seconds", m.eval_seconds);
   o.set("lr", m.lr);
   o.set("steps", m.steps);
+  if (m.grad_norm >= 0) o.set("grad_norm", m.grad_norm);
+  if (m.has_val) {
+    o.set("val_loss", m.val_loss);
+    o.set("val_acc", m.val_acc);
+  }
+  if (m.stopped_early) o.set("stopped_early", true);
   if (m.gpu_busy_percent >= 0) o.set("gpu_busy_percent", m.gpu_busy_percent);
   o.set("global_step", global_step);
   o.set("time", utc_timestamp());
@@ -58,6 +65,7 @@ struct Run {
   std::map<std::string, std::string> weights_metadata;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<RunOutputs> outputs;
+  ImageSet test_set, val_set;  // the engine's eval data is the test set between evaluations
   TrainingState state;
   int64_t train_count = 0, batch = 0, steps_per_epoch = 0;
   std::vector<StepHyper> step_table;
@@ -79,6 +87,10 @@ struct Run {
   void forward_warnings() {
     for (const std::string& w : engine->take_warnings()) observer.on_warning(w);
   }
+  // Scores the validation split (the engine evaluates it, then the test set again).
+  EvalResult evaluate_validation();
+  // train.early_stopping: records epoch `m` and says whether the run stops after it.
+  bool early_stop_after(const EpochMetrics& m);
 };
 
 void Run::setup() {
@@ -137,12 +149,23 @@ void Run::setup() {
   weights_metadata = describing_metadata(state.config_yaml, data.class_names);
   engine->set_train_data(data.train);
   engine->set_eval_data(data.test);
+  if (data.val.count > 0) {
+    test_set = data.test;
+    val_set = data.val;
+    observer.on_info("validation: " + std::to_string(data.val.count) +
+                     " training images held out (data.val_split, chosen by train.seed)");
+  }
+  if (resuming && state.stopped_early) {
+    // A run that stopped early and is resumed trains on: its patience starts over.
+    state.stopped_early = false;
+    state.early_stopping_bad_epochs = 0;
+  }
 
   train_count = data.train.count;
   batch = config.train.batch_size;
   steps_per_epoch = (train_count + batch - 1) / batch;
   // The learning rate of every step of the run, computed once; the engine reads it by global step.
-  schedule.base_lr = config.optimizer.lr;
+  schedule = schedule_spec(config.schedule, config.optimizer.lr, steps_per_epoch);
   total_steps = int64_t(config.train.epochs) * steps_per_epoch;
   step_table = gputrain::step_table(optimizer, schedule, total_steps);
   engine->set_step_table(step_table);
@@ -220,21 +243,53 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
   return c;
 }
 
-// The epoch's outputs: weights, best weights when the test accuracy improved, the checkpoint and
-// the metrics line (in that order: a line never names weights that were not written).
+EvalResult Run::evaluate_validation() {
+  engine->set_eval_data(val_set);
+  const EvalResult r = engine->evaluate(nullptr, request.stop);
+  engine->set_eval_data(test_set);
+  return r;
+}
+
+bool Run::early_stop_after(const EpochMetrics& m) {
+  const EarlyStoppingConfig& es = config.train.early_stopping;
+  if (es.patience <= 0) return false;
+  const double value = es.monitor == "val_loss"  ? m.val_loss
+                       : es.monitor == "val_acc" ? m.val_acc
+                                                 : m.test_acc;
+  const bool lower_is_better = es.monitor == "val_loss";
+  const double best = state.early_stopping_best;
+  const bool improved = std::isnan(best) || (lower_is_better ? value < best - es.min_delta
+                                                             : value > best + es.min_delta);
+  if (improved) {
+    state.early_stopping_best = value;
+    state.early_stopping_bad_epochs = 0;
+  } else {
+    ++state.early_stopping_bad_epochs;
+  }
+  return state.early_stopping_bad_epochs >= es.patience;
+}
+
+// The epoch's outputs: weights, best weights when the monitored accuracy (validation when there is
+// a split, else test) improved, the checkpoint and the metrics line (in that order: a line never
+// names weights that were not written).
 void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
   const std::vector<float> params = engine->parameters();
   save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization, weights_metadata);
-  if (m.test_acc > state.best_test_acc) {
+  const double score = m.has_val ? m.val_acc : m.test_acc;
+  if (score > state.best_score) {
+    state.best_score = score;
     state.best_test_acc = m.test_acc;
     state.best_epoch = m.epoch;
-    std::map<std::string, std::string> best = weights_metadata;
-    best.insert({{"best_epoch", std::to_string(m.epoch)},
-                 {"best_monitor", "test_acc"},
-                 {"best_test_acc", json_number(m.test_acc)},
-                 {"run_id", state.run_id}});
-    save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization, best);
+    std::map<std::string, std::string> meta = weights_metadata;
+    meta["best_epoch"] = std::to_string(m.epoch);
+    meta["best_monitor"] = m.has_val ? "val_acc" : "test_acc";
+    meta["best_test_acc"] = json_number(m.test_acc);
+    if (m.has_val) meta["best_val_acc"] = json_number(m.val_acc);
+    meta["run_id"] = state.run_id;
+    save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization, meta);
   }
+  m.stopped_early = early_stop_after(m);
+  state.stopped_early = m.stopped_early;
   state.epoch = m.epoch;
   state.step_in_epoch = 0;
   state.partial = {};
@@ -273,6 +328,13 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     const EvalResult eval = run.engine->evaluate(nullptr, request.stop);
     if (eval.interrupted) run.interrupt(epoch, run.steps_per_epoch, total);
     EpochMetrics m;
+    if (run.val_set.count > 0) {
+      const EvalResult val = run.evaluate_validation();
+      if (val.interrupted) run.interrupt(epoch, run.steps_per_epoch, total);
+      m.has_val = true;
+      m.val_loss = val.loss_sum / double(val.samples);
+      m.val_acc = double(val.correct) / double(val.samples);
+    }
     m.epoch = epoch + 1;
     m.train_loss = total.loss_sum / double(total.samples);
     m.train_acc = double(total.correct) / double(total.samples);
@@ -284,8 +346,19 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     // The learning rate of the epoch's last step.
     m.lr = scheduled_lr(run.schedule, std::max<int64_t>(state.global_step - 1, 0), run.total_steps);
     m.steps = run.steps_per_epoch - first_step;
+    if (total.grad_norm_steps > 0)
+      m.grad_norm = total.grad_norm_sum / double(total.grad_norm_steps);
     m.gpu_busy_percent = busy;
     run.finish_epoch(m, summary);
+    if (m.stopped_early) {
+      summary.stopped_early = true;
+      observer.on_info("early stopping: " + run.config.train.early_stopping.monitor +
+                       " has not improved by more than " +
+                       json_number(run.config.train.early_stopping.min_delta) + " for " +
+                       std::to_string(run.config.train.early_stopping.patience) +
+                       " epoch(s); stopping after epoch " + std::to_string(m.epoch));
+      break;
+    }
   }
   if (summary.epochs.empty()) {
     observer.on_info("the checkpoint is already at epoch " + std::to_string(state.epoch) + " of " +

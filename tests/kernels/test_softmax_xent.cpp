@@ -20,13 +20,14 @@ struct Reference {
 };
 
 Reference reference(int batch, int classes, const std::vector<float>& logits,
-                    const std::vector<int32_t>& labels, float grad_scale) {
+                    const std::vector<int32_t>& labels, float grad_scale,
+                    float label_smoothing = 0.0f) {
   Reference r;
   r.dlogits.resize(size_t(batch) * classes);
   r.predicted.resize(size_t(batch));
-  r.loss =
-      gputrain::cpu::softmax_cross_entropy(batch, classes, logits.data(), labels.data(), grad_scale,
-                                           r.dlogits.data(), r.predicted.data(), &r.correct);
+  r.loss = gputrain::cpu::softmax_cross_entropy(batch, classes, logits.data(), labels.data(),
+                                                grad_scale, r.dlogits.data(), r.predicted.data(),
+                                                &r.correct, label_smoothing);
   r.confusion.assign(size_t(classes) * classes, 0);
   for (int n = 0; n < batch; ++n)
     ++r.confusion[size_t(labels[size_t(n)]) * classes + size_t(r.predicted[size_t(n)])];
@@ -87,6 +88,51 @@ TEST_CASE("softmax_xent matches the CPU and accumulates on the device", "[kernel
     else
       run();
   }
+}
+
+TEST_CASE("softmax_xent with label smoothing matches the CPU's smoothed loss", "[kernels]") {
+  struct Case {
+    int batch, classes;
+    float smoothing, scale;
+  };
+  const Case cases[] = {{1, 1, 0.1f, 3},   {7, 3, 0.3f, 3},     {64, 10, 0.1f, 8},
+                        {33, 37, 0.2f, 5}, {3, 100, 0.05f, 20}, {5, 1000, 0.1f, 10}};
+  for (const Case& c : cases) {
+    INFO("batch " << c.batch << ", classes " << c.classes << ", smoothing " << c.smoothing);
+    const size_t n = size_t(c.batch) * c.classes;
+    const auto logits = make_logits(n, 77 + n, false, c.scale);
+    const auto labels = random_ints(size_t(c.batch), 78 + n, c.classes);
+    const float grad_scale = float(c.batch);
+    const Reference want = reference(c.batch, c.classes, logits, labels, grad_scale, c.smoothing);
+    const Reference plain = reference(c.batch, c.classes, logits, labels, grad_scale);
+    if (c.classes > 1) CHECK(want.loss != plain.loss);  // the smoothing does something
+    auto run = [&] {
+      std::vector<float> dlogits = poisoned(n);
+      std::vector<int32_t> predicted(size_t(c.batch), -5);
+      std::vector<unsigned char> workspace(gk::softmax_xent_workspace_bytes(c.batch), 0xFF);
+      double loss = 0;
+      unsigned long long correct = 0;
+      gk::launch_softmax_xent(c.batch, c.classes, logits.data(), labels.data(), grad_scale,
+                              dlogits.data(), predicted.data(), &loss, &correct, nullptr,
+                              workspace.data(), workspace.size(), nullptr, c.smoothing);
+      expect_close(dlogits, want.dlogits, 1e-7, 1e-5, "dlogits");
+      expect_equal(predicted, want.predicted, "predicted");
+      CHECK(loss == Approx(want.loss).epsilon(1e-5).margin(1e-5 * c.batch));
+      CHECK(correct == uint64_t(want.correct));
+    };
+    if (n < 4000)
+      for_each_schedule(run);
+    else
+      run();
+  }
+  std::vector<float> z(4, 0.0f);
+  std::vector<int32_t> l(2, 0);
+  std::vector<unsigned char> workspace(gk::softmax_xent_workspace_bytes(2));
+  double loss = 0;
+  CHECK_THROWS_AS(
+      gk::launch_softmax_xent(2, 2, z.data(), l.data(), 1.0f, nullptr, nullptr, &loss, nullptr,
+                              nullptr, workspace.data(), workspace.size(), nullptr, 1.0f),
+      gputrain::RuntimeFailure);
 }
 
 TEST_CASE("softmax_xent loss sum is deterministic and a bad label gives a NaN loss", "[kernels]") {

@@ -85,6 +85,22 @@ void check_equal(const Config& a, const Config& b) {
   CHECK(a.optimizer.momentum == b.optimizer.momentum);
   CHECK(a.optimizer.weight_decay == b.optimizer.weight_decay);
   CHECK(a.optimizer.nesterov == b.optimizer.nesterov);
+  CHECK(a.optimizer.beta1 == b.optimizer.beta1);
+  CHECK(a.optimizer.beta2 == b.optimizer.beta2);
+  CHECK(a.optimizer.eps == b.optimizer.eps);
+  CHECK(a.optimizer.grad_clip == b.optimizer.grad_clip);
+  CHECK(a.schedule.type == b.schedule.type);
+  CHECK(a.schedule.step_size == b.schedule.step_size);
+  CHECK(a.schedule.gamma == b.schedule.gamma);
+  CHECK(a.schedule.milestones == b.schedule.milestones);
+  CHECK(a.schedule.eta_min == b.schedule.eta_min);
+  CHECK(a.schedule.warmup_epochs == b.schedule.warmup_epochs);
+  CHECK(a.schedule.warmup_start_factor == b.schedule.warmup_start_factor);
+  CHECK(a.loss.label_smoothing == b.loss.label_smoothing);
+  CHECK(a.data.val_split == b.data.val_split);
+  CHECK(a.train.early_stopping.patience == b.train.early_stopping.patience);
+  CHECK(a.train.early_stopping.min_delta == b.train.early_stopping.min_delta);
+  CHECK(a.train.early_stopping.monitor == b.train.early_stopping.monitor);
   CHECK(a.train.epochs == b.train.epochs);
   CHECK(a.train.batch_size == b.train.batch_size);
   CHECK(a.train.seed == b.train.seed);
@@ -137,6 +153,17 @@ TEST_CASE("the shipped configs load", "[config]") {
   CHECK(c.data.format == DataFormat::Cifar10);
   CHECK(c.data.dir == "data/cifar-10-batches-bin");  // relative paths stay as written
   CHECK(c.output_dir == "runs/cifar10");
+
+  Config r = load_config(repo_path("configs/fashion_mnist_recipe.yaml"));
+  CHECK(r.model.layers.size() == f.model.layers.size());
+  CHECK(r.optimizer.type == "adamw");
+  CHECK(r.schedule.type == "cosine");
+  CHECK(r.schedule.warmup_epochs > 0);
+  CHECK(r.loss.label_smoothing > 0);
+  CHECK(r.data.val_split > 0);
+  CHECK(r.train.epochs == f.train.epochs);  // the comparison with the default is per epoch
+  CHECK(r.train.early_stopping.monitor == "val_acc");
+  check_equal(parse_config(to_yaml(r), "resolved.yaml"), r);
 }
 
 TEST_CASE("defaults fill in what the file leaves out", "[config]") {
@@ -175,7 +202,7 @@ TEST_CASE("defaults fill in what the file leaves out", "[config]") {
 TEST_CASE("unknown keys are named with their line and the known ones", "[config]") {
   parse_error(with("  epochs: 2\n", "  epohcs: 2\n"),
               {"cfg.yaml:15: unknown key 'train.epohcs' (known: epochs, batch_size, seed, shuffle, "
-               "deterministic, log_interval, threads)"});
+               "deterministic, log_interval, threads, early_stopping)"});
   parse_error(kBase + "modle: 1\n", {"cfg.yaml:17: unknown key 'modle'", "known: model, data"});
   parse_error(with("  lr: 0.1\n", "  lr: 0.1\n  learning_rate: 1\n"),
               {"cfg.yaml:14: unknown key 'optimizer.learning_rate'"});
@@ -216,7 +243,7 @@ TEST_CASE("wrong types and out-of-range values name the key, line and value", "[
   parse_error(with("lr: 0.1", "lr: 0.1\n  momentum: -0.1"), {"optimizer.momentum"});
   parse_error(with("lr: 0.1", "lr: 0.1\n  weight_decay: -1"), {"optimizer.weight_decay"});
   parse_error(with("lr: 0.1", "lr: 0.1\n  type: adam"),
-              {"optimizer.type: expected one of sgd, got 'adam'"});
+              {"optimizer.type: expected one of sgd, adamw, got 'adam'"});
   parse_error(with("lr: 0.1", "lr: 0.1\n  nesterov: true"),
               {"cfg.yaml:14: optimizer.nesterov: true needs optimizer.momentum > 0"});
   parse_error(with("lr: 0.1", "lr: 0.1\n  nesterov: yes\n  momentum: 0.9"),
@@ -249,6 +276,149 @@ TEST_CASE("wrong types and out-of-range values name the key, line and value", "[
   parse_error(with("    - {type: relu}\n", "    - relu\n"), {"cfg.yaml:5: model.layers[1]"});
   parse_error(with("optimizer:\n  lr: 0.1\n", "optimizer: sgd\n"), {"cfg.yaml:12: optimizer"});
   parse_error("- a\n- b\n", {"cfg.yaml:1:", "top level"});
+}
+
+TEST_CASE("recipe keys: optimizer, schedule, loss, val split, early stopping", "[config]") {
+  // Defaults: torch's, weight decay by optimizer.
+  const Config base = parse_config(kBase, "cfg.yaml");
+  CHECK(base.optimizer.type == "sgd");
+  CHECK(base.optimizer.weight_decay == 0.0);
+  CHECK(base.optimizer.beta1 == 0.9);
+  CHECK(base.optimizer.beta2 == 0.999);
+  CHECK(base.optimizer.eps == 1e-8);
+  CHECK(base.optimizer.grad_clip == 0.0);
+  CHECK(base.schedule.type == "constant");
+  CHECK(base.schedule.warmup_epochs == 0.0);
+  CHECK(base.schedule.warmup_start_factor == 0.1);
+  CHECK(base.schedule.gamma == 0.1);
+  CHECK(base.loss.label_smoothing == 0.0);
+  CHECK(base.data.val_split == 0);
+  CHECK(base.train.early_stopping.patience == 0);
+  const Config adamw = parse_config(kBase, "cfg.yaml", {"optimizer.type=adamw"});
+  CHECK(adamw.optimizer.weight_decay == 0.01);
+  CHECK(parse_config(kBase, "cfg.yaml", {"optimizer.type=adamw", "optimizer.weight_decay=0"})
+            .optimizer.weight_decay == 0.0);
+
+  const Config r = parse_config(
+      kBase, "cfg.yaml",
+      {"optimizer.type=adamw", "optimizer.betas=[0.8, 0.99]", "optimizer.eps=1e-6",
+       "optimizer.grad_clip=1.5", "schedule={type: multistep, milestones: [1, 2], gamma: 0.5}",
+       "schedule.warmup_epochs=0.5", "schedule.warmup_start_factor=0.2", "loss.label_smoothing=0.1",
+       "data.val_split=100", "train.early_stopping.patience=3",
+       "train.early_stopping.min_delta=0.001", "train.early_stopping.monitor=val_loss"});
+  CHECK(r.optimizer.beta1 == 0.8);
+  CHECK(r.optimizer.beta2 == 0.99);
+  CHECK(r.optimizer.eps == 1e-6);
+  CHECK(r.optimizer.grad_clip == 1.5);
+  CHECK(r.schedule.type == "multistep");
+  CHECK(r.schedule.milestones == std::vector<int>{1, 2});
+  CHECK(r.schedule.gamma == 0.5);
+  CHECK(r.schedule.warmup_epochs == 0.5);
+  CHECK(r.schedule.warmup_start_factor == 0.2);
+  CHECK(r.loss.label_smoothing == 0.1);
+  CHECK(r.data.val_split == 100);
+  CHECK(r.train.early_stopping.patience == 3);
+  CHECK(r.train.early_stopping.min_delta == 0.001);
+  CHECK(r.train.early_stopping.monitor == "val_loss");
+  // config.yaml round trip, every new key included.
+  const std::string y = to_yaml(r);
+  INFO(y);
+  check_equal(parse_config(y, "resolved.yaml"), r);
+  CHECK(to_yaml(parse_config(y, "resolved.yaml")) == y);
+  // The monitor follows the validation split when there is one.
+  CHECK(parse_config(kBase, "cfg.yaml", {"data.val_split=10", "train.early_stopping={patience: 2}"})
+            .train.early_stopping.monitor == "val_acc");
+  CHECK(parse_config(kBase, "cfg.yaml", {"train.early_stopping={patience: 2}"})
+            .train.early_stopping.monitor == "test_acc");
+  const Config cos = parse_config(kBase, "cfg.yaml",
+                                  {"schedule.type=cosine", "schedule.eta_min=0.001",
+                                   "schedule.warmup_epochs=2"});  // warmup = the whole run: ok
+  CHECK(cos.schedule.eta_min == 0.001);
+  CHECK(
+      parse_config(kBase, "cfg.yaml", {"schedule={type: step, step_size: 3}"}).schedule.step_size ==
+      3);
+}
+
+TEST_CASE("recipe keys: wrong types and out-of-range values", "[config]") {
+  const std::string opt = "lr: 0.1\n  ";
+  auto o = [&](const std::string& line) { return with("lr: 0.1", opt + line); };
+  parse_error(o("betas: [0.9, 1]"),
+              {"cfg.yaml:14: optimizer.betas[1]: expected in [0, 1), got '1'"});
+  parse_error(o("betas: [-0.1, 0.9]"), {"optimizer.betas[0]", "'-0.1'"});
+  parse_error(o("betas: [0.9]"),
+              {"optimizer.betas: expected a list of 2 numbers, each in [0, 1), got a list of 1"});
+  parse_error(o("betas: 0.9"), {"optimizer.betas: expected a list of 2 numbers", "'0.9'"});
+  parse_error(o("betas: [a, 0.9]"), {"optimizer.betas[0]", "'a'"});
+  parse_error(o("eps: 0"), {"cfg.yaml:14: optimizer.eps: expected a number > 0, got '0'"});
+  parse_error(o("eps: -1e-8"), {"optimizer.eps"});
+  parse_error(o("eps: tiny"), {"optimizer.eps", "'tiny'"});
+  parse_error(o("grad_clip: -1"), {"optimizer.grad_clip: expected a number ≥ 0 (0: off)"});
+  parse_error(o("grad_clip: [1]"), {"optimizer.grad_clip", "a list"});
+  parse_error(o("weight_decay: -0.01\n  type: adamw"), {"optimizer.weight_decay"});
+  parse_error(o("type: AdamW"), {"optimizer.type: expected one of sgd, adamw, got 'AdamW'"});
+
+  parse_error(kBase + "schedule:\n  type: linear\n",
+              {"cfg.yaml:18: schedule.type: expected one of constant, step, multistep, cosine, "
+               "got 'linear'"});
+  parse_error(kBase + "schedule: cosine\n", {"cfg.yaml:17: schedule: expected a mapping"});
+  parse_error(kBase + "schedule:\n  type: step\n",
+              {"cfg.yaml:17: missing required key 'schedule.step_size'"});
+  parse_error(kBase + "schedule:\n  type: step\n  step_size: 0\n",
+              {"cfg.yaml:19: schedule.step_size: expected an integer ≥ 1, got '0'"});
+  parse_error(kBase + "schedule:\n  type: step\n  step_size: 1.5\n", {"schedule.step_size"});
+  parse_error(kBase + "schedule:\n  gamma: 0\n", {"schedule.gamma: expected a number > 0"});
+  parse_error(kBase + "schedule:\n  gamma: x\n", {"schedule.gamma", "'x'"});
+  parse_error(kBase + "schedule:\n  type: multistep\n",
+              {"missing required key 'schedule.milestones'"});
+  parse_error(kBase + "schedule:\n  type: multistep\n  milestones: [2, 2]\n",
+              {"cfg.yaml:19: schedule.milestones: expected a list of epochs ≥ 1, strictly "
+               "increasing, got 2 after 2"});
+  parse_error(kBase + "schedule:\n  type: multistep\n  milestones: [3, 1]\n",
+              {"schedule.milestones", "got 1 after 3"});
+  parse_error(kBase + "schedule:\n  type: multistep\n  milestones: [0]\n",
+              {"schedule.milestones[0]: expected an integer ≥ 1"});
+  parse_error(kBase + "schedule:\n  type: multistep\n  milestones: 3\n",
+              {"schedule.milestones: expected a list of epochs"});
+  parse_error(kBase + "schedule:\n  eta_min: -1\n", {"schedule.eta_min: expected a number ≥ 0"});
+  parse_error(kBase + "schedule:\n  warmup_epochs: 2.5\n",
+              {"cfg.yaml:18: schedule.warmup_epochs: 2.5 epochs of warmup is longer than the run "
+               "(train.epochs: 2)"});
+  parse_error(kBase + "schedule:\n  warmup_epochs: -1\n", {"schedule.warmup_epochs"});
+  parse_error(kBase + "schedule:\n  warmup_start_factor: 0\n",
+              {"schedule.warmup_start_factor: expected a number in (0, 1]"});
+  parse_error(kBase + "schedule:\n  warmup_start_factor: 1.5\n", {"schedule.warmup_start_factor"});
+  parse_error(kBase + "schedule:\n  period: 3\n", {"cfg.yaml:18: unknown key 'schedule.period'"});
+
+  parse_error(kBase + "loss:\n  label_smoothing: 1\n",
+              {"cfg.yaml:18: loss.label_smoothing: expected a number in [0, 1), got '1'"});
+  parse_error(kBase + "loss:\n  label_smoothing: -0.1\n", {"loss.label_smoothing"});
+  parse_error(kBase + "loss:\n  label_smoothing: yes\n", {"loss.label_smoothing", "'yes'"});
+
+  parse_error(with("  dir: some/data\n", "  dir: d\n  val_split: -1\n"),
+              {"cfg.yaml:12: data.val_split: expected an integer ≥ 0, got '-1'"});
+  parse_error(with("  dir: some/data\n", "  dir: d\n  val_split: 0.1\n"), {"data.val_split"});
+  parse_error(with("  dir: some/data\n", "  dir: d\n  train_limit: 100\n  val_split: 100\n"),
+              {"cfg.yaml:13: data.val_split: 100 held-out images leave none of "
+               "data.train_limit's 100 to train on"});
+
+  const std::string es = "batch_size: 32\n  early_stopping: ";
+  auto e = [&](const std::string& v) { return with("batch_size: 32", es + v); };
+  parse_error(e("3"), {"cfg.yaml:17: train.early_stopping: expected a mapping of keys (patience, "
+                       "min_delta, monitor), got '3'"});
+  parse_error(e("{min_delta: 0.1}"), {"missing required key 'train.early_stopping.patience'"});
+  parse_error(e("{patience: 0}"),
+              {"train.early_stopping.patience: expected an integer ≥ 1, got '0'"});
+  parse_error(e("{patience: 2, min_delta: -1}"), {"train.early_stopping.min_delta"});
+  parse_error(e("{patience: 2, monitor: loss}"),
+              {"train.early_stopping.monitor: expected one of val_loss, val_acc, test_acc, got "
+               "'loss'"});
+  parse_error(e("{patience: 2, monitor: val_acc}"),
+              {"train.early_stopping.monitor: val_acc needs a validation split "
+               "(data.val_split > 0)"});
+  parse_error(e("{patience: 2, wait: 1}"), {"unknown key 'train.early_stopping.wait'"});
+  parse_error(kBase,
+              {"--set train.early_stopping.wait=1", "unknown key 'train.early_stopping.wait'"},
+              {"train.early_stopping.wait=1"});
 }
 
 TEST_CASE("layer names must be identifiers and unique", "[config]") {
@@ -499,6 +669,31 @@ TEST_CASE("resume: only the schema's resume-free keys may differ from the checkp
         check_resume_compatible(parse_config(kBase, "cfg.yaml", {fixed}), then_yaml, "c.st"),
         ConfigError);
   }
+  // The recipe keys must all match.
+  for (const std::string& fixed :
+       {"optimizer.type=adamw", "optimizer.betas=[0.8, 0.9]", "optimizer.eps=1e-6",
+        "optimizer.grad_clip=1", "schedule.type=cosine", "schedule.warmup_epochs=1",
+        "loss.label_smoothing=0.1", "data.val_split=5", "train.early_stopping.patience=2"}) {
+    INFO(fixed);
+    CHECK_THROWS_AS(
+        check_resume_compatible(parse_config(kBase, "cfg.yaml", {fixed}), then_yaml, "c.st"),
+        ConfigError);
+  }
+  // A cosine schedule's length is the run's: train.epochs cannot change under it.
+  const std::string cosine_yaml =
+      to_yaml(parse_config(kBase, "ckpt.yaml", {"schedule.type=cosine"}));
+  testing::expect_error<ConfigError>(
+      [&] {
+        check_resume_compatible(
+            parse_config(kBase, "cfg.yaml", {"schedule.type=cosine", "train.epochs=4"}),
+            cosine_yaml, "runs/a/checkpoint.safetensors");
+      },
+      {"cfg.yaml: train.epochs: cannot change from 2 to 4 when resuming "
+       "'runs/a/checkpoint.safetensors': schedule.type is cosine",
+       "the schedule's length would change"});
+  CHECK_NOTHROW(check_resume_compatible(
+      parse_config(kBase, "cfg.yaml", {"schedule={type: step, step_size: 1}", "train.epochs=4"}),
+      to_yaml(parse_config(kBase, "ckpt.yaml", {"schedule={type: step, step_size: 1}"})), "c.st"));
 }
 
 TEST_CASE("device: cuda:N picks a GPU by index; other spellings are rejected", "[config]") {

@@ -272,6 +272,78 @@ TEST_CASE("softmax cross-entropy: loss, accuracy, gradient, stability", "[ops][l
   CHECK(dbig[2] == Approx(-1.0f));
 }
 
+TEST_CASE("softmax cross-entropy with label smoothing: F.cross_entropy's loss and gradient",
+          "[ops][loss][gradient]") {
+  const int N = 5, K = 6;
+  auto z = random_vector(N * K, 19, -3, 3);
+  std::vector<int32_t> labels = {0, 5, 2, 2, 4};
+  for (const float eps : {0.1f, 0.3f}) {
+    INFO("label_smoothing " << eps);
+    std::vector<float> d(z.size(), NAN);
+    int64_t correct = -1, plain_correct = -1;
+    const double loss = cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), float(N),
+                                                   d.data(), nullptr, &correct, eps);
+    // torch: Σ_n [(1 − ε)·(−log p_label) + (ε/K)·Σ_k −log p_k], in double.
+    double want = 0;
+    for (int n = 0; n < N; ++n) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += std::exp(double(z[n * K + k]));
+      const double lse = std::log(s);
+      double all = 0;
+      for (int k = 0; k < K; ++k) all += lse - z[n * K + k];
+      want += (1 - eps) * (lse - z[n * K + labels[n]]) + eps / K * all;
+    }
+    CHECK(loss == Approx(want).epsilon(1e-6));
+    cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 1, nullptr, nullptr, &plain_correct);
+    CHECK(correct == plain_correct);  // accuracy ignores the smoothing
+    gputrain::testing::GradientCheckOptions opt;
+    opt.eps = 1e-2;
+    opt.rtol = 1e-3;
+    opt.atol = 1e-5;
+    check_gradient(
+        "smoothed softmax dlogits", z, d,
+        [&] {
+          return cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 1, nullptr, nullptr,
+                                            nullptr, eps) /
+                 N;
+        },
+        opt);
+  }
+  // Smoothing 0 is the plain loss exactly.
+  std::vector<float> d0(z.size()), d1(z.size());
+  CHECK(cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 2, d0.data(), nullptr, nullptr,
+                                   0.0f) ==
+        cpu::softmax_cross_entropy(N, K, z.data(), labels.data(), 2, d1.data(), nullptr, nullptr));
+  CHECK(d0 == d1);
+}
+
+TEST_CASE("clip_grad_norm follows torch.nn.utils.clip_grad_norm_", "[ops][clip]") {
+  const int n = 53;
+  const auto g0 = random_vector(n, 41, -1, 1);
+  double sum_sq = 0;
+  for (float x : g0) sum_sq += double(x) * x;
+  const double norm = std::sqrt(sum_sq);
+  // Clipping active: the result has norm max_norm (up to the 1e-6 of torch's coefficient).
+  auto g = g0;
+  const float max_norm = float(norm / 4);
+  CHECK(cpu::clip_grad_norm(n, g.data(), max_norm) == Approx(norm).epsilon(1e-12));
+  const float coef = max_norm / (float(norm) + 1e-6f);
+  double clipped_sq = 0;
+  for (int i = 0; i < n; ++i) {
+    REQUIRE(g[i] == g0[i] * coef);
+    clipped_sq += double(g[i]) * g[i];
+  }
+  CHECK(std::sqrt(clipped_sq) == Approx(max_norm).epsilon(1e-5));
+  // Inactive (norm below max_norm): the coefficient clamps to 1 and nothing changes.
+  g = g0;
+  cpu::clip_grad_norm(n, g.data(), float(norm * 2));
+  CHECK(g == g0);
+  // All-zero gradients stay zero (no division by zero).
+  std::vector<float> zeros(n, 0.0f);
+  CHECK(cpu::clip_grad_norm(n, zeros.data(), 1.0f) == 0.0);
+  CHECK(zeros == std::vector<float>(n, 0.0f));
+}
+
 TEST_CASE("sgd_update follows torch.optim.SGD", "[ops][sgd]") {
   struct Case {
     float momentum, wd;

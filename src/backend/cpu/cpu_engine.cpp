@@ -126,7 +126,7 @@ class CpuEngine final : public Engine {
     int64_t correct = 0;
     const double loss =
         cpu::softmax_cross_entropy(count, plan_.num_classes, act_[last], labels_.data(), grad_scale,
-                                   dlogits, nullptr, &correct);
+                                   dlogits, nullptr, &correct, options_.label_smoothing);
     if (!std::isfinite(loss)) throw NonFiniteLoss("the training loss is not finite");
     counters_.loss_sum += loss;
     counters_.correct += correct;
@@ -139,6 +139,11 @@ class CpuEngine final : public Engine {
   void apply_optimizer() override {
     if (step_table_.empty()) throw Error("apply_optimizer: set_step_table comes first");
     const size_t entry = size_t(std::min<int64_t>(global_step_, int64_t(step_table_.size()) - 1));
+    if (options_.optimizer.grad_clip > 0) {
+      counters_.grad_norm_sum +=
+          cpu::clip_grad_norm(int64_t(grads_.size()), grads_.data(), options_.optimizer.grad_clip);
+      ++counters_.grad_norm_steps;
+    }
     cpu::optimizer_step(options_.optimizer, step_table_[entry], int64_t(params_.size()),
                         params_.data(), grads_.data(), optimizer_state_);
     ++global_step_;

@@ -397,8 +397,9 @@ void maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* a
 }
 
 double softmax_cross_entropy(int batch, int classes, const float* logits, const int32_t* labels,
-                             float grad_scale, float* dlogits, int32_t* predicted,
-                             int64_t* correct) {
+                             float grad_scale, float* dlogits, int32_t* predicted, int64_t* correct,
+                             float label_smoothing) {
+  const double eps = label_smoothing, off_target = eps / double(classes);
   double loss_sum = 0.0;
   int64_t hits = 0;
   for (int n = 0; n < batch; ++n) {
@@ -411,19 +412,39 @@ double softmax_cross_entropy(int batch, int classes, const float* logits, const 
     for (int k = 0; k < classes; ++k) sum += std::exp(double(z[k]) - zmax);
     const double log_sum = std::log(sum);
     const int label = labels[n];
-    loss_sum += log_sum - (double(z[label]) - zmax);
+    const double nll = log_sum - (double(z[label]) - zmax);
+    if (eps > 0) {
+      double shifted_sum = 0.0;  // Σ_k (z_k − zmax)
+      for (int k = 0; k < classes; ++k) shifted_sum += double(z[k]) - zmax;
+      const double mean_nll = log_sum - shifted_sum / double(classes);  // (1/K)·Σ_k −log p_k
+      loss_sum += (1.0 - eps) * nll + eps * mean_nll;
+    } else {
+      loss_sum += nll;
+    }
     hits += (best == label);
     if (predicted) predicted[n] = best;
     if (dlogits) {
       float* d = dlogits + int64_t(n) * classes;
       for (int k = 0; k < classes; ++k) {
         const double softmax = std::exp(double(z[k]) - zmax - log_sum);
-        d[k] = float((softmax - (k == label ? 1.0 : 0.0)) / grad_scale);
+        const double target = (k == label ? 1.0 - eps : 0.0) + off_target;
+        d[k] = float((softmax - target) / grad_scale);
       }
     }
   }
   if (correct) *correct = hits;
   return loss_sum;
+}
+
+double clip_grad_norm(int64_t n, float* g, float max_norm) {
+  double sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += double(g[i]) * double(g[i]);
+  const double norm = std::sqrt(sum_sq);
+  // As torch: the coefficient in float32 from float32 norm, clamped to 1, always multiplied.
+  const float coef = std::min(1.0f, max_norm / (float(norm) + 1e-6f));
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) g[i] *= coef;
+  return norm;
 }
 
 void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p) {

@@ -37,6 +37,8 @@ struct KeyRow {
   int resume_may_change = 0;
   std::function<void(const Slot&, Config&)> read;
   std::function<std::string(const Config&)> write;  // the YAML value; "\n…" for a block
+  // A mapping-valued key (train.early_stopping): its keys, which --set may address.
+  std::vector<std::string> sub_keys = {};
 
   std::string path() const { return section.empty() ? key : section + "." + key; }
 };
@@ -188,6 +190,151 @@ KeyRow normalization_row(std::string key, Field<std::vector<float>> f, bool posi
           }};
 }
 
+// A list of numbers, each checked by `in_range` (described by `each`), of `size` entries when
+// size > 0.
+std::vector<double> read_number_list(const Slot& s, size_t size, const std::string& each,
+                                     bool (*in_range)(double)) {
+  const Node& n = *s.value;
+  const std::string expected = size > 0
+                                   ? "a list of " + std::to_string(size) + " numbers, each " + each
+                                   : "a list of numbers, each " + each;
+  if (n.kind != Node::Kind::Seq)
+    s.ctx.fail(n, s.path + ": expected " + expected + ", got " + got(n));
+  if (size > 0 && n.seq.size() != size)
+    s.ctx.fail(
+        n, s.path + ": expected " + expected + ", got a list of " + std::to_string(n.seq.size()));
+  std::vector<double> out;
+  for (size_t i = 0; i < n.seq.size(); ++i)
+    out.push_back(read_double(s.ctx, n.seq[i], index_path(s.path, i), each, in_range));
+  return out;
+}
+
+void read_betas(const Slot& s, Config& c) {
+  if (!s.value) return;
+  const std::vector<double> b =
+      read_number_list(s, 2, "in [0, 1)", [](double x) { return x >= 0 && x < 1; });
+  c.optimizer.beta1 = b[0];
+  c.optimizer.beta2 = b[1];
+}
+
+// Absent: torch.optim's default for the optimizer (AdamW 0.01, SGD 0).
+void read_weight_decay(const Slot& s, Config& c) {
+  if (!s.value) {
+    c.optimizer.weight_decay = c.optimizer.type == "adamw" ? 0.01 : 0.0;
+    return;
+  }
+  c.optimizer.weight_decay =
+      read_double(s.ctx, *s.value, s.path, "a number ≥ 0", [](double x) { return x >= 0; });
+}
+
+void read_val_split(const Slot& s, Config& c) {
+  if (!s.value) return;
+  c.data.val_split = read_int(s.ctx, *s.value, s.path, 0, INT64_MAX);
+  // The data's own size is checked when it is loaded; a train_limit is known now.
+  if (c.data.train_limit > 0 && c.data.val_split >= c.data.train_limit)
+    s.ctx.fail(*s.value, s.path + ": " + std::to_string(c.data.val_split) +
+                             " held-out images leave none of data.train_limit's " +
+                             std::to_string(c.data.train_limit) +
+                             " to train on (expected fewer than the training images)");
+}
+
+const std::vector<std::string> kEarlyStoppingKeys = {"patience", "min_delta", "monitor"};
+
+// train.early_stopping: {patience: N ≥ 1, min_delta: d ≥ 0 [0], monitor [val_acc with a val
+// split, else test_acc]}; absent or null: off.
+void read_early_stopping(const Slot& s, Config& c) {
+  EarlyStoppingConfig& e = c.train.early_stopping;
+  if (!s.value || s.value->kind == Node::Kind::Null) return;
+  const Node& n = *s.value;
+  if (n.kind != Node::Kind::Map)
+    s.ctx.fail(n, s.path + ": expected a mapping of keys (" + join(kEarlyStoppingKeys) + "), got " +
+                      got(n));
+  check_keys(s.ctx, n, s.path, kEarlyStoppingKeys);
+  const Node* patience = optional_value(&n, "patience");
+  if (!patience || patience->kind == Node::Kind::Null)
+    s.ctx.fail(s.ctx.where_missing(n), "missing required key '" + s.path +
+                                           ".patience' (epochs without improvement before "
+                                           "stopping)");
+  e.patience = int(read_int(s.ctx, *patience, s.path + ".patience", 1, INT_MAX));
+  if (const Node* d = optional_value(&n, "min_delta"))
+    e.min_delta = read_double(s.ctx, *d, s.path + ".min_delta", "a number ≥ 0",
+                              [](double x) { return x >= 0; });
+  const bool has_val = c.data.val_split > 0;
+  e.monitor = has_val ? "val_acc" : "test_acc";
+  if (const Node* m = optional_value(&n, "monitor")) {
+    e.monitor = read_choice(s.ctx, *m, s.path + ".monitor", {"val_loss", "val_acc", "test_acc"});
+    if (!has_val && e.monitor != "test_acc")
+      s.ctx.fail(
+          *m, s.path + ".monitor: " + e.monitor + " needs a validation split (data.val_split > 0)");
+  }
+}
+
+std::string write_early_stopping(const Config& c) {
+  const EarlyStoppingConfig& e = c.train.early_stopping;
+  if (e.patience == 0) return "";  // null: off
+  return "\n    patience: " + std::to_string(e.patience) +
+         "\n    min_delta: " + json_number(e.min_delta) + "\n    monitor: " + e.monitor;
+}
+
+void read_schedule_type(const Slot& s, Config& c) {
+  if (s.value)
+    c.schedule.type =
+        read_choice(s.ctx, *s.value, s.path, {"constant", "step", "multistep", "cosine"});
+}
+
+void read_step_size(const Slot& s, Config& c) {
+  if (!s.value) {
+    if (c.schedule.type == "step")
+      s.ctx.fail(s.parent ? s.ctx.where_missing(*s.parent) : s.ctx.source(),
+                 "missing required key 'schedule.step_size' (epochs between decays of "
+                 "schedule.type: step)");
+    return;
+  }
+  c.schedule.step_size = int(read_int(s.ctx, *s.value, s.path, 1, INT_MAX));
+}
+
+void read_milestones(const Slot& s, Config& c) {
+  std::vector<int>& out = c.schedule.milestones;
+  out.clear();
+  const std::string expected = "a list of epochs ≥ 1, strictly increasing";
+  if (!s.value || (s.value->kind == Node::Kind::Seq && s.value->seq.empty())) {
+    if (c.schedule.type == "multistep")
+      s.ctx.fail(s.value    ? s.ctx.where(*s.value)
+                 : s.parent ? s.ctx.where_missing(*s.parent)
+                            : s.ctx.source(),
+                 "missing required key 'schedule.milestones' (" + expected +
+                     ", for schedule.type: multistep)");
+    return;
+  }
+  const Node& n = *s.value;
+  if (n.kind != Node::Kind::Seq)
+    s.ctx.fail(n, s.path + ": expected " + expected + ", got " + got(n));
+  for (size_t i = 0; i < n.seq.size(); ++i) {
+    const int m = int(read_int(s.ctx, n.seq[i], index_path(s.path, i), 1, INT_MAX));
+    if (!out.empty() && m <= out.back())
+      s.ctx.fail(n.seq[i], s.path + ": expected " + expected + ", got " + std::to_string(m) +
+                               " after " + std::to_string(out.back()));
+    out.push_back(m);
+  }
+}
+
+std::string write_milestones(const Config& c) {
+  std::string out = "[";
+  for (size_t i = 0; i < c.schedule.milestones.size(); ++i)
+    out += (i ? ", " : "") + std::to_string(c.schedule.milestones[i]);
+  return out + "]";
+}
+
+void read_warmup_epochs(const Slot& s, Config& c) {
+  if (!s.value) return;
+  c.schedule.warmup_epochs = read_double(s.ctx, *s.value, s.path, "a number of epochs ≥ 0",
+                                         [](double x) { return x >= 0; });
+  if (c.schedule.warmup_epochs > double(c.train.epochs))
+    s.ctx.fail(*s.value, s.path + ": " + json_number(c.schedule.warmup_epochs) +
+                             " epochs of warmup is longer than the run (train.epochs: " +
+                             std::to_string(c.train.epochs) + ")");
+}
+
 bool is_cuda_index(const std::string& s) {
   return s.size() > 5 && s.size() <= 5 + 9 && s.compare(0, 5, "cuda:") == 0 &&
          is_digits(s.substr(5));
@@ -236,9 +383,11 @@ const std::vector<KeyRow>& rows() {
       bool_row("data", "resize", [](Config& c) -> bool& { return c.data.resize; }),
       bool_row("data", "skip_bad_images",
                [](Config& c) -> bool& { return c.data.skip_bad_images; }),
+      {"data", "val_split", false, kMustMatch, read_val_split,
+       [](const Config& c) { return std::to_string(c.data.val_split); }},
       {"optimizer", "type", false, kMustMatch,
        [](const Slot& s, Config& c) {
-         if (s.value) c.optimizer.type = read_choice(s.ctx, *s.value, s.path, {"sgd"});
+         if (s.value) c.optimizer.type = read_choice(s.ctx, *s.value, s.path, {"sgd", "adamw"});
        },
        [](const Config& c) { return c.optimizer.type; }},
       number_row(
@@ -247,10 +396,8 @@ const std::vector<KeyRow>& rows() {
       number_row(
           "optimizer", "momentum", [](Config& c) -> double& { return c.optimizer.momentum; },
           "a number in [0, 1)", [](double x) { return x >= 0 && x < 1; }),
-      number_row(
-          "optimizer", "weight_decay",
-          [](Config& c) -> double& { return c.optimizer.weight_decay; }, "a number ≥ 0",
-          [](double x) { return x >= 0; }),
+      {"optimizer", "weight_decay", false, kMustMatch, read_weight_decay,
+       [](const Config& c) { return json_number(c.optimizer.weight_decay); }},
       {"optimizer", "nesterov", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (!s.value) return;
@@ -262,6 +409,16 @@ const std::vector<KeyRow>& rows() {
                           json_number(c.optimizer.momentum) + ")");
        },
        [](const Config& c) { return std::string(c.optimizer.nesterov ? "true" : "false"); }},
+      {"optimizer", "betas", true, kMustMatch, read_betas,
+       [](const Config& c) {
+         return "[" + json_number(c.optimizer.beta1) + ", " + json_number(c.optimizer.beta2) + "]";
+       }},
+      number_row(
+          "optimizer", "eps", [](Config& c) -> double& { return c.optimizer.eps; }, "a number > 0",
+          [](double x) { return x > 0; }),
+      number_row(
+          "optimizer", "grad_clip", [](Config& c) -> double& { return c.optimizer.grad_clip; },
+          "a number ≥ 0 (0: off)", [](double x) { return x >= 0; }),
       int_row(
           "train", "epochs", [](Config& c) -> int& { return c.train.epochs; }, 1,
           may_change_on_resume(1)),
@@ -278,6 +435,28 @@ const std::vector<KeyRow>& rows() {
       int_row(
           "train", "threads", [](Config& c) -> int& { return c.train.threads; }, 0,
           may_change_on_resume(4)),
+      {"train", "early_stopping", false, kMustMatch, read_early_stopping, write_early_stopping,
+       kEarlyStoppingKeys},
+      {"schedule", "type", false, kMustMatch, read_schedule_type,
+       [](const Config& c) { return c.schedule.type; }},
+      {"schedule", "step_size", false, kMustMatch, read_step_size,
+       [](const Config& c) { return std::to_string(c.schedule.step_size); }},
+      number_row(
+          "schedule", "gamma", [](Config& c) -> double& { return c.schedule.gamma; },
+          "a number > 0", [](double x) { return x > 0; }),
+      {"schedule", "milestones", true, kMustMatch, read_milestones, write_milestones},
+      number_row(
+          "schedule", "eta_min", [](Config& c) -> double& { return c.schedule.eta_min; },
+          "a number ≥ 0", [](double x) { return x >= 0; }),
+      {"schedule", "warmup_epochs", false, kMustMatch, read_warmup_epochs,
+       [](const Config& c) { return json_number(c.schedule.warmup_epochs); }},
+      number_row(
+          "schedule", "warmup_start_factor",
+          [](Config& c) -> double& { return c.schedule.warmup_start_factor; }, "a number in (0, 1]",
+          [](double x) { return x > 0 && x <= 1; }),
+      number_row(
+          "loss", "label_smoothing", [](Config& c) -> double& { return c.loss.label_smoothing; },
+          "a number in [0, 1)", [](double x) { return x >= 0 && x < 1; }),
       string_row(
           "output", "dir", [](Config& c) -> std::string& { return c.output_dir; }, "a folder path",
           "", may_change_on_resume(2)),
@@ -373,6 +552,11 @@ void check_override_path(const Context& ctx, const std::string& where,
   const KeyRow* row = find_row(parts[0], parts[1]);
   if (!row) unknown(1, section_keys(parts[0]));
   if (parts.size() == 2) return;
+  if (!row->sub_keys.empty()) {
+    if (!contains(row->sub_keys, parts[2])) unknown(2, row->sub_keys);
+    if (parts.size() > 3) unknown(3, {});
+    return;
+  }
   if (!row->list || !is_digits(parts[2])) unknown(2, {});
   if (parts.size() == 3) return;
   if (row->path() != "model.layers") unknown(3, {});
@@ -428,6 +612,15 @@ std::string to_yaml(const Config& config) {
 void check_resume_compatible(const Config& now, const std::string& checkpoint_config_yaml,
                              const std::string& checkpoint_path) {
   const Config then = parse_config(checkpoint_config_yaml, checkpoint_path + " (its config)");
+  // train.epochs may change on resume, except under a cosine schedule: its length is the run's
+  // total number of steps, so every learning rate still to come would change.
+  if (now.schedule.type == "cosine" && then.schedule.type == "cosine" &&
+      now.train.epochs != then.train.epochs)
+    throw ConfigError(now.source + ": train.epochs: cannot change from " +
+                      std::to_string(then.train.epochs) + " to " +
+                      std::to_string(now.train.epochs) + " when resuming '" + checkpoint_path +
+                      "': schedule.type is cosine, whose length is the run's total steps, so the "
+                      "schedule's length would change (start a new run with --init instead)");
   const std::string a = write_yaml(then, true), b = write_yaml(now, true);
   if (a == b) return;
   std::istringstream sa(a), sb(b);

@@ -43,6 +43,13 @@ struct ExportArgs {
 CLI::App* add_export_command(CLI::App& app, ExportArgs& args);
 int run_export(const ExportArgs& args);
 
+struct PlotArgs {
+  std::vector<std::string> metrics;
+  std::string out;
+};
+CLI::App* add_plot_command(CLI::App& app, PlotArgs& args);
+int run_plot(const PlotArgs& args);
+
 struct InfoArgs {
   bool json = false;
 };

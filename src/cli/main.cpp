@@ -20,7 +20,7 @@ namespace {
 using namespace gputrain;
 using namespace gputrain::cli;
 
-const char* const kCommands = "train, eval, predict, export or info";
+const char* const kCommands = "train, eval, predict, export, plot or info";
 
 [[noreturn]] void usage_error(const std::string& what) {
   throw CLI::ParseError(what, CLI::ExitCodes::ExtrasError);
@@ -94,11 +94,13 @@ int run(int argc, char** argv) {
   InfoArgs info_args;
   PredictArgs predict_args;
   ExportArgs export_args;
+  PlotArgs plot_args;
   std::string help_topic;
   CLI::App* train_cmd = add_train_command(app, train_args);
   CLI::App* eval_cmd = add_eval_command(app, eval_args);
   CLI::App* predict_cmd = add_predict_command(app, predict_args);
   CLI::App* export_cmd = add_export_command(app, export_args);
+  CLI::App* plot_cmd = add_plot_command(app, plot_args);
   CLI::App* info_cmd = add_info_command(app, info_args);
   CLI::App* help_cmd = app.add_subcommand("help", "show the help of gputrain or a subcommand");
   help_cmd->add_option("subcommand", help_topic, kCommands)->type_name("SUBCOMMAND");
@@ -136,6 +138,7 @@ int run(int argc, char** argv) {
   if (eval_cmd->parsed()) return run_eval(eval_args);
   if (predict_cmd->parsed()) return run_predict(predict_args);
   if (export_cmd->parsed()) return run_export(export_args);
+  if (plot_cmd->parsed()) return run_plot(plot_args);
   if (info_cmd->parsed()) return run_info(info_args);
   return kExitUsage;
 }

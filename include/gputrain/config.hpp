@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "gputrain/precision.hpp"
+
 namespace gputrain {
 
 enum class LayerKind { Conv2d, Relu, MaxPool2d, Flatten, Linear };
@@ -60,6 +62,8 @@ struct TrainConfig {
   bool deterministic = false;  // CUDA: deterministic cuDNN algorithms only
   int log_interval = 100;      // steps between progress log lines / device stat reads
   int threads = 0;             // CPU backend threads; 0 = all cores
+  // Conv/GEMM arithmetic (CUDA; the CPU engine computes in FP32 and warns). Must match on resume.
+  Precision precision = Precision::Fp32;
 };
 
 struct Config {

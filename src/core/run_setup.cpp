@@ -68,6 +68,7 @@ EngineOptions engine_options(const Config& config, const Normalization& n, bool 
   o.threads = config.train.threads;
   o.deterministic = config.train.deterministic;
   o.use_graph = use_graph;
+  o.precision = config.train.precision;
   return o;
 }
 

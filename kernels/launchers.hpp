@@ -208,5 +208,15 @@ void launch_gather_batch(const uint8_t* pixels, const int32_t* labels, const int
 // The step's last node: state->first += count; state->step += 1 (one thread).
 void launch_advance_step(StepState* state, int64_t count, cudaStream_t stream);
 
+// ---- BF16 casts (kernels/cast.cu), for the engine's bf16 precision mode
+// --------------------------
+//
+// bf16 values are stored as uint16_t (the top half of a float32's bits; cuDNN's CUDNN_DATA_BFLOAT16
+// and cuBLAS's CUDA_R_16BF read the same layout).
+// out[i] = cpu::round_to_bf16(x[i]) for i < n: round to nearest, ties to even; Inf, NaN kept.
+void launch_round_to_bf16(int64_t n, const float* x, uint16_t* out, cudaStream_t stream);
+// out[i] = cpu::bf16_to_float(x[i]) for i < n (exact).
+void launch_bf16_to_float(int64_t n, const uint16_t* x, float* out, cudaStream_t stream);
+
 }  // namespace GPUTRAIN_KERNELS_ABI
 }  // namespace gputrain::kernels

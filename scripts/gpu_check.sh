@@ -9,12 +9,18 @@
 #                      compute-sanitizer, the pip wheels' cuDNN/cuBLAS; write small data sets
 #   build       150 s  use the prebuilt gputrain + GPU test binary when they start here and match
 #                      this tree and GPU; else configure (Ninja, Release, this GPU's architecture
-#                      only) and build only gputrain and gputrain_gpu_tests
+#                      only) and build only gputrain, gputrain_gpu_tests, gputrain_kernel_bench and
+#                      gputrain_cuda_host_tests
 #   info         15 s  `gputrain info` must list a CUDA device
-#   gpu-tests    60 s  the GPU test binary (ctest -L gpu's cases) with GPUTRAIN_REQUIRE_GPU=1
-#   parity       75 s  tests/parity/test_parity_cuda.py (CUDA vs PyTorch), 4 workers if xdist is there
-#   train        45 s  one short run (320 images, 2 epochs, deterministic) with CUDA graphs, with
-#                      eager steps (--no-graph) and on the CPU engine; weights compared
+#   gpu-tests    60 s  the GPU test binary (ctest -L gpu's cases) with GPUTRAIN_REQUIRE_GPU=1, then
+#                      the CUDA host tests (cuDNN/cuBLAS glue) when built
+#   kernel-bench 15 s  build/tests/gputrain_kernel_bench: each hand-written kernel, GPU vs CPU µs
+#                      (SKIP with prebuilt binaries that lack it)
+#   parity       90 s  tests/parity/test_parity_cuda.py (CUDA vs PyTorch, fp32 and the tf32/bf16
+#                      bounds), 4 workers if xdist is there
+#   train        50 s  one short run (320 images, 2 epochs, deterministic) with CUDA graphs, with
+#                      eager steps (--no-graph), with train.precision tf32 and bf16 and on the CPU
+#                      engine; weights compared (fp32 to 1e-4, tf32 1e-3, bf16 5e-3 of the CPU's)
 #   memcheck     60 s  compute-sanitizer memcheck of a short run (graph, then --no-graph),
 #                      instrumenting gputrain's own kernels only (--kernel-name kns=gputrain)
 #   bench      rest    scripts/bench_gpu.sh with the time that is left (PyTorch variants capped)
@@ -46,15 +52,15 @@ repo=$PWD
 
 usage() { sed -n '2,/^set -uo/p' "$self" | sed '$d; s/^# \{0,1\}//'; }
 
-STAGES=(setup build info gpu-tests parity train memcheck bench)
-declare -A BUDGET=([setup]=20 [build]=150 [info]=15 [gpu-tests]=60 [parity]=75 [train]=45
-                   [memcheck]=60 [bench]=0)
+STAGES=(setup build info gpu-tests kernel-bench parity train memcheck bench)
+declare -A BUDGET=([setup]=20 [build]=150 [info]=15 [gpu-tests]=60 [kernel-bench]=15 [parity]=90
+                   [train]=50 [memcheck]=60 [bench]=0)
 SKIP_RC=77   # a stage's exit status for "could not run here" (SKIP, not FAIL)
 
 # Sources that make the two binaries: a prebuilt pair is used only when this fingerprint matches.
 source_fingerprint() {
   (cd "$repo" && find CMakeLists.txt cmake src include kernels tests/CMakeLists.txt tests/catch_main.cpp \
-     tests/gpu tests/support -type f 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+     tests/gpu tests/support tests/bench -type f 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 }
 
 # ============================ stages (run as `gpu_check.sh --run-stage NAME`) ============================
@@ -96,6 +102,7 @@ stage_build() {
     if [[ -z "$why" ]]; then
       echo "$pre/gputrain" > "$GC_STATE/gputrain"
       echo "$pre/gputrain_gpu_tests" > "$GC_STATE/gpu_tests"
+      [[ -x "$pre/gputrain_kernel_bench" ]] && echo "$pre/gputrain_kernel_bench" > "$GC_STATE/kernel_bench"
       echo "$extra" > "$GC_STATE/ld_path"
       note "prebuilt binaries start ($pre)${extra:+, with pip-wheel libraries}"
       return 0
@@ -119,11 +126,14 @@ stage_build() {
   [[ "${GC_NATIVE:-ON}" == OFF ]] && args+=(-DGPUTRAIN_NATIVE=OFF)
   echo "+ cmake ${args[*]}"
   cmake "${args[@]}" || { note "configure failed"; return 1; }
-  echo "+ cmake --build $build -j $(nproc) --target gputrain gputrain_gpu_tests"
-  cmake --build "$build" -j "$(nproc)" --target gputrain gputrain_gpu_tests || { note "build failed"; return 1; }
+  local targets=(gputrain gputrain_gpu_tests gputrain_kernel_bench gputrain_cuda_host_tests)
+  echo "+ cmake --build $build -j $(nproc) --target ${targets[*]}"
+  cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" || { note "build failed"; return 1; }
   build=$(cd "$build" && pwd)
   echo "$build/gputrain" > "$GC_STATE/gputrain"
   echo "$build/tests/gputrain_gpu_tests" > "$GC_STATE/gpu_tests"
+  echo "$build/tests/gputrain_kernel_bench" > "$GC_STATE/kernel_bench"
+  echo "$build/tests/gputrain_cuda_host_tests" > "$GC_STATE/cuda_host_tests"
   "$(cat "$GC_STATE/gputrain")" --version
   note "built in $build for sm_$GC_ARCH ($GC_GENERATOR)"
 }
@@ -147,7 +157,32 @@ stage_gpu_tests() {
   out=$(GPUTRAIN_REQUIRE_GPU=1 "$(cat "$GC_STATE/gpu_tests")" 2>&1)
   rc=$?
   echo "$out"
-  note "$(grep -E 'test cases|passed|failed' <<< "$out" | tail -n 1)"
+  local summary
+  summary=$(grep -E 'test cases|passed|failed' <<< "$out" | tail -n 1)
+  local host_tests
+  host_tests=$(cat "$GC_STATE/cuda_host_tests" 2> /dev/null)
+  if [[ -n "$host_tests" && -x "$host_tests" ]]; then
+    local host_out host_rc
+    host_out=$("$host_tests" 2>&1)
+    host_rc=$?
+    echo "$host_out"
+    summary+="; host: $(grep -E 'test cases|passed|failed' <<< "$host_out" | tail -n 1)"
+    [[ $host_rc == 0 ]] || rc=1
+  fi
+  note "$summary"
+  return $rc
+}
+
+stage_kernel_bench() {
+  local bench
+  bench=$(cat "$GC_STATE/kernel_bench" 2> /dev/null)
+  if [[ -z "$bench" || ! -x "$bench" ]]; then note "no gputrain_kernel_bench (prebuilt pair)"; return $SKIP_RC; fi
+  local t0=$SECONDS out rc
+  out=$("$bench" 2>&1)
+  rc=$?
+  echo "$out"
+  [[ $rc == 4 ]] && { note "no CUDA device for the bench"; return $SKIP_RC; }
+  note "$(grep -c . <<< "$out") lines of GPU vs CPU µs in log.txt ($((SECONDS - t0))s)"
   return $rc
 }
 
@@ -180,7 +215,9 @@ train_small() {  # out-dir data-dir args...
 stage_train() {
   local d=$GC_STATE/train common=(--set train.epochs=2 --set train.deterministic=true)
   local t0 rc=0
-  for run in "graph --device cuda" "eager --device cuda --no-graph" "cpu --device cpu"; do
+  for run in "graph --device cuda" "eager --device cuda --no-graph" \
+             "tf32 --device cuda --set train.precision=tf32" \
+             "bf16 --device cuda --set train.precision=bf16" "cpu --device cpu"; do
     read -r name args <<< "$run"
     t0=$SECONDS
     # shellcheck disable=SC2086  # args holds separate words on purpose
@@ -197,7 +234,8 @@ d = sys.argv[1]
 def metrics(run):
     with open(os.path.join(d, run, "metrics.jsonl")) as f:
         return [json.loads(l) for l in f if l.strip()]
-for run in ("graph", "eager", "cpu"):
+RUNS = ("graph", "eager", "tf32", "bf16", "cpu")
+for run in RUNS:
     print(run, " ".join(f"epoch {m['epoch']}: train_loss {m['train_loss']:.6f} test_loss {m['test_loss']:.6f}"
                         for m in metrics(run)))
 try:
@@ -210,10 +248,12 @@ except ImportError as e:
     with open(os.environ["GC_STATE"] + "/note-train", "w") as f:
         f.write(f"no numpy: train losses {'agree' if ok else 'DIFFER'} to 1e-3 (weights not compared)\n")
     sys.exit(0 if ok else 1)
-w = {run: safetensors_io.read(os.path.join(d, run, "model.safetensors"))[0] for run in ("graph", "eager", "cpu")}
+w = {run: safetensors_io.read(os.path.join(d, run, "model.safetensors"))[0] for run in RUNS}
 worst = {}
 ok = True
-for a, b, tol in (("graph", "eager", 1e-5), ("graph", "cpu", 1e-4), ("eager", "cpu", 1e-4)):
+# tf32/bf16: the trajectory bounds of tests/parity/test_parity_cuda.py (PRECISION_TOLS).
+for a, b, tol in (("graph", "eager", 1e-5), ("graph", "cpu", 1e-4), ("eager", "cpu", 1e-4),
+                  ("tf32", "cpu", 1e-3), ("bf16", "cpu", 5e-3)):
     rel = max(float(np.max(np.abs(w[a][k].astype(np.float64) - w[b][k])) / max(float(np.max(np.abs(w[b][k]))), 1e-30))
               for k in w[b])
     verdict = "ok" if rel <= tol else "TOO FAR"
@@ -273,6 +313,7 @@ if [[ "${1:-}" == "--run-stage" ]]; then
     build) stage_build ;;
     info) stage_info ;;
     gpu-tests) stage_gpu_tests ;;
+    kernel-bench) stage_kernel_bench ;;
     parity) stage_parity ;;
     train) stage_train ;;
     memcheck) stage_memcheck ;;
@@ -307,7 +348,7 @@ done
 [[ "$total" =~ ^[0-9]+$ ]] || { echo "gpu_check: --budget wants seconds, got '$total'" >&2; exit 2; }
 for s in ${skip//,/ }; do
   [[ " ${STAGES[*]} " == *" $s "* && $s != setup && $s != build ]] ||
-    { echo "gpu_check: --skip: no skippable stage '$s' (info gpu-tests parity train memcheck bench)" >&2; exit 2; }
+    { echo "gpu_check: --skip: no skippable stage '$s' (info gpu-tests kernel-bench parity train memcheck bench)" >&2; exit 2; }
 done
 
 if [[ -n "$prebuild" ]]; then
@@ -318,10 +359,10 @@ if [[ -n "$prebuild" ]]; then
   echo "gpu_check --prebuild: sm_$arch, generic host code, build folder $tree, binaries into $prebuild"
   cmake -S . -B "$tree" -G "$gen" -DCMAKE_BUILD_TYPE=Release -DGPUTRAIN_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="$arch" -DGPUTRAIN_NATIVE=OFF -DGPUTRAIN_TESTS=ON || exit 1
-  cmake --build "$tree" -j "$(nproc)" --target gputrain gputrain_gpu_tests || exit 1
+  cmake --build "$tree" -j "$(nproc)" --target gputrain gputrain_gpu_tests gputrain_kernel_bench || exit 1
   rm -rf "$prebuild" && mkdir -p "$prebuild"
-  cp "$tree/gputrain" "$tree/tests/gputrain_gpu_tests" "$prebuild/"
-  strip "$prebuild/gputrain" "$prebuild/gputrain_gpu_tests" 2> /dev/null || true
+  cp "$tree/gputrain" "$tree/tests/gputrain_gpu_tests" "$tree/tests/gputrain_kernel_bench" "$prebuild/"
+  strip "$prebuild/gputrain" "$prebuild/gputrain_gpu_tests" "$prebuild/gputrain_kernel_bench" 2> /dev/null || true
   echo "$arch" > "$prebuild/arch.txt"
   source_fingerprint > "$prebuild/fingerprint.txt"
   "$prebuild/gputrain" --version | tee "$prebuild/version.txt"
@@ -358,20 +399,20 @@ write_summary() {  # [running-stage]
   local s
   {
     echo "gpu_check: ${gpu_name:-no GPU (dry run)}, sm_$arch; budget ${total}s; $(date -u '+%F %T') UTC, $((SECONDS - start))s in"
-    printf '%-10s %-8s %7s %7s  %s\n' stage result seconds budget note
+    printf '%-12s %-8s %7s %7s  %s\n' stage result seconds budget note
     for s in "${STAGES[@]}"; do
       local r=${RESULT[$s]:-} b=${CAPS[$s]:-${BUDGET[$s]}}
       [[ $s == bench && -z ${CAPS[$s]:-} ]] && b=rest
       if [[ -z "$r" ]]; then
         if [[ "${1:-}" == "$s" ]]; then r=RUNNING; else r="-"; fi
       fi
-      printf '%-10s %-8s %7s %7s  %s\n' "$s" "$r" "${SECS[$s]:-}" "$b" "${NOTE[$s]:-}"
+      printf '%-12s %-8s %7s %7s  %s\n' "$s" "$r" "${SECS[$s]:-}" "$b" "${NOTE[$s]:-}"
     done
   } > "$log_dir/summary.txt.new" && mv "$log_dir/summary.txt.new" "$log_dir/summary.txt"
 }
 report() {  # stage result seconds note
   RESULT[$1]=$2; SECS[$1]=$3; NOTE[$1]=$4
-  printf '[%4ss] %-10s %-5s %4ss  %s\n' "$((SECONDS - start))" "$1" "$2" "$3" "$4"
+  printf '[%4ss] %-12s %-5s %4ss  %s\n' "$((SECONDS - start))" "$1" "$2" "$3" "$4"
   echo "==== $1: $2 in $3s: $4" >> "$log"
   write_summary
 }
@@ -484,11 +525,11 @@ run_stage build
 extra_ld=$(cat "$state/ld_path" 2> /dev/null)
 [[ -n "$extra_ld" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra_ld"
 if [[ $dry_run == 1 ]]; then
-  for s in info gpu-tests parity train memcheck bench; do report "$s" SKIP 0 "--dry-run"; done
+  for s in info gpu-tests kernel-bench parity train memcheck bench; do report "$s" SKIP 0 "--dry-run"; done
 elif [[ "${RESULT[build]}" != PASS ]]; then
-  for s in info gpu-tests parity train memcheck bench; do report "$s" SKIP 0 "no binaries"; done
+  for s in info gpu-tests kernel-bench parity train memcheck bench; do report "$s" SKIP 0 "no binaries"; done
 else
-  for s in info gpu-tests parity train memcheck bench; do run_stage "$s"; done
+  for s in info gpu-tests kernel-bench parity train memcheck bench; do run_stage "$s"; done
 fi
 
 echo

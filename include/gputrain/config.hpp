@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "gputrain/precision.hpp"
+
 namespace gputrain {
 
 enum class LayerKind { Conv2d, Relu, MaxPool2d, Flatten, Linear };
@@ -93,6 +95,8 @@ struct TrainConfig {
   int log_interval = 100;      // steps between progress log lines / device stat reads
   int threads = 0;             // CPU backend threads; 0 = all cores
   EarlyStoppingConfig early_stopping;
+  // Conv/GEMM arithmetic (CUDA; the CPU engine computes in FP32 and warns). Must match on resume.
+  Precision precision = Precision::Fp32;
 };
 
 struct Config {

@@ -22,6 +22,7 @@
 #include "gputrain/dataset.hpp"
 #include "gputrain/model.hpp"
 #include "gputrain/optimizer.hpp"
+#include "gputrain/precision.hpp"
 
 namespace gputrain {
 
@@ -34,6 +35,7 @@ struct EngineOptions {
   int device_index = 0;          // CUDA device
   OptimizerSpec optimizer;       // the update rule (its per-step values come from set_step_table)
   float label_smoothing = 0.0f;  // training loss: F.cross_entropy(label_smoothing=…); eval: plain
+  Precision precision = Precision::Fp32;  // CUDA: conv/GEMM arithmetic; CPU: FP32 (it warns)
 };
 
 // A backend's flat buffer (parameters layout: ModelPlan::parameter_count floats), for in-place work
@@ -107,6 +109,9 @@ class Engine {
   // Warnings the engine has noted since the last call (it cannot print), oldest first, each once:
   // e.g. a CUDA graph capture that failed, after which steps run eagerly. The caller shows them.
   virtual std::vector<std::string> take_warnings() { return {}; }
+  // Backend-specific detail for --verbose (the CUDA engine: its cuDNN algorithm choices, one line
+  // per conv layer and pass); empty where there is nothing to add.
+  virtual std::string details() const { return {}; }
 };
 
 // "cpu", "cuda" or "auto" (CUDA when a usable device is present, else CPU; *note says so).

@@ -85,4 +85,17 @@ void adamw_update(int64_t n, float* w, const float* g, float* m, float* v, const
 void gather_normalize(int64_t count, int channels, int64_t plane, const uint8_t* pixels,
                       const int32_t* index, const float* mean, const float* std, float* out);
 
+// ---- BF16 (bfloat16: the top 16 bits of an IEEE float32) ----
+// The CUDA engine's bf16 mode feeds convolutions and GEMMs BF16 copies of FP32 values; these are
+// the exact meaning of its cast kernels (kernels/cast.cuh).
+// float → bf16, round to nearest, ties to even (as __float2bfloat16_rn): finite values round in
+// the mantissa (subnormals too: same exponent range), values past the largest bf16 become ±Inf,
+// ±Inf stay, a NaN stays a NaN with its sign (made quiet: quiet bit set, payload's top bits kept).
+uint16_t round_to_bf16(float x);
+// bf16 → float: exact (the 16 bits become the float's top half).
+float bf16_to_float(uint16_t b);
+// Element-wise over n values.
+void round_to_bf16(int64_t n, const float* x, uint16_t* out);
+void bf16_to_float(int64_t n, const uint16_t* x, float* out);
+
 }  // namespace gputrain::cpu

@@ -33,6 +33,9 @@ class TrainObserver {
   // Something the user must see even when asking for quiet (the CLI prints it on stderr): e.g. a
   // GPU that is present but unusable, so the run falls back to the far slower CPU.
   virtual void on_warning(const std::string& /*message*/) {}
+  // Backend detail worth showing only when asked (--verbose; the CLI logs it at debug level): the
+  // engine's details(), e.g. the cuDNN algorithm of each conv pass.
+  virtual void on_detail(const std::string& /*message*/) {}
   // Every step (cheap: no device sync behind it).
   virtual void on_step(int /*epoch*/, int64_t /*step_in_epoch*/, int64_t /*steps_per_epoch*/,
                        int64_t /*samples_done*/) {}

@@ -72,10 +72,12 @@ StopSignals::~StopSignals() {
   for (int sig : kStopSignals) signal(sig, SIG_DFL);
 }
 
-void setup_logging(bool quiet) {
+void setup_logging(bool quiet, bool verbose) {
   auto logger = std::make_shared<spdlog::logger>("gputrain", std::make_shared<SplitSink>());
   logger->set_pattern("[%H:%M:%S] %v");
-  logger->set_level(quiet ? spdlog::level::warn : spdlog::level::info);
+  logger->set_level(quiet     ? spdlog::level::warn
+                    : verbose ? spdlog::level::debug
+                              : spdlog::level::info);
   spdlog::set_default_logger(logger);
 }
 
@@ -98,6 +100,8 @@ void add_common_options(CLI::App* cmd, CommonOptions& o, bool config_required) {
           },
           "", "device"));
   cmd->add_flag("--no-graph", o.no_graph, "CUDA: run each step eagerly instead of a CUDA graph");
+  cmd->add_flag("--verbose", o.verbose,
+                "also log the engine's details (CUDA: the cuDNN algorithm of each conv pass)");
 }
 
 Config load(const CommonOptions& o) {

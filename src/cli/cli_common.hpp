@@ -37,8 +37,10 @@ class StopSignals {
 // ---- logging ----
 
 // Info to stdout, warnings and errors to stderr (scripts can separate results from problems);
-// `quiet`: warnings and errors only. A stream whose reader went away is no longer written.
-void setup_logging(bool quiet);
+// `quiet`: warnings and errors only; `verbose` (unless quiet): debug lines too (TrainObserver::
+// on_detail, e.g. the cuDNN algorithm choices). A stream whose reader went away is no longer
+// written.
+void setup_logging(bool quiet, bool verbose = false);
 
 // ---- shared flags ----
 
@@ -47,9 +49,10 @@ struct CommonOptions {
   std::vector<std::string> overrides;
   std::string device;
   bool no_graph = false;
+  bool verbose = false;
 };
 
-// --config FILE, --set KEY=VALUE…, --device DEVICE, --no-graph.
+// --config FILE, --set KEY=VALUE…, --device DEVICE, --no-graph, --verbose.
 // --config is required unless a command has another source for the config (train --resume).
 void add_common_options(CLI::App* cmd, CommonOptions& options, bool config_required = true);
 

@@ -42,7 +42,7 @@ int run_eval(const EvalArgs& a) {
   const std::string& weights = a.weights;
   const std::string dump_logits = expand_home(a.dump_logits);
   const bool json = a.json;
-  setup_logging(json);  // --json: stdout carries the JSON object alone
+  setup_logging(json, common.verbose);  // --json: stdout carries the JSON object alone
   // Checked before the evaluation, not after it: a missing folder is known now.
   if (!dump_logits.empty()) {
     struct stat st;

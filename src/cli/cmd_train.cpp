@@ -29,7 +29,7 @@ CLI::App* add_train_command(CLI::App& app, TrainArgs& a) {
 }
 
 int run_train(const TrainArgs& a) {
-  setup_logging(a.quiet);
+  setup_logging(a.quiet, a.common.verbose);
   TrainRequest request;
   if (a.common.config_path.empty() && a.resume.empty())
     throw UserError("train needs --config FILE (or --resume CHECKPOINT to continue a run)");

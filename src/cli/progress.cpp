@@ -61,6 +61,10 @@ void ConsoleObserver::on_warning(const std::string& message) {
   spdlog::warn("warning: {}", message);
 }
 
+void ConsoleObserver::on_detail(const std::string& message) {
+  spdlog::debug("{}", message);
+}
+
 double ConsoleObserver::images_per_s(int64_t step) const {
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start_).count();

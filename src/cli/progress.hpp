@@ -16,6 +16,7 @@ class ConsoleObserver final : public TrainObserver {
 
   void on_info(const std::string& message) override;
   void on_warning(const std::string& message) override;
+  void on_detail(const std::string& message) override;
   void on_step(int epoch, int64_t step, int64_t steps, int64_t samples_done) override;
   void on_log(int epoch, int64_t step, int64_t steps, double loss, double acc) override;
   void on_epoch(const EpochMetrics& m) override;

@@ -24,6 +24,8 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
   if (!choice.warning.empty()) observer.on_warning(choice.warning);
   auto engine = std::move(choice.engine);
   report.engine = engine->describe();
+  for (const std::string& w : engine->take_warnings()) observer.on_warning(w);
+  if (const std::string detail = engine->details(); !detail.empty()) observer.on_detail(detail);
   engine->set_parameters(weights.parameters);
   engine->set_eval_data(data.test);
   report.result = engine->evaluate(request.want_logits ? &report.logits : nullptr);

@@ -147,6 +147,7 @@ EngineOptions engine_options(const Config& config, const Normalization& n, bool 
   o.deterministic = config.train.deterministic;
   o.use_graph = use_graph;
   o.label_smoothing = float(config.loss.label_smoothing);
+  o.precision = config.train.precision;
   return o;
 }
 

@@ -127,6 +127,8 @@ void Run::setup() {
   observer.on_info("training on " + engine->describe() + ": " + std::to_string(data.train.count) +
                    " training and " + std::to_string(data.test.count) + " test images, " +
                    std::to_string(weights_in(plan)) + " parameters");
+  forward_warnings();  // e.g. the CPU engine computing fp32 when train.precision asks otherwise
+  if (const std::string detail = engine->details(); !detail.empty()) observer.on_detail(detail);
 
   if (resuming) {
     state = resumed.state;

@@ -190,6 +190,30 @@ std::vector<Case> cases_for(int C, int H, int W, int B, cudaStream_t s) {
     b.diff = [=] { return max_abs_diff(dd->download(), *yc); };
     out.push_back(b);
   }
+  // BF16 casts (train.precision bf16): conv1's output and fc1's weights [256, 32·H·W].
+  for (const auto& [what, count] :
+       {std::pair<std::string, size_t>{
+            std::to_string(B) + "x16x" + std::to_string(H) + "x" + std::to_string(W),
+            size_t(B) * 16 * plane},
+        std::pair<std::string, size_t>{"fc1 w 256x" + std::to_string(32 * plane),
+                                       size_t(256) * 32 * plane}}) {
+    const size_t n = count;
+    auto x = fl(n, 9);
+    auto dx = std::make_shared<Dev<float>>(*x), dback = std::make_shared<Dev<float>>(*x);
+    auto d16 = std::make_shared<Dev<uint16_t>>(std::vector<uint16_t>(n));
+    auto c16 = std::make_shared<std::vector<uint16_t>>(n);
+    auto cback = fl(n, 0);
+    Case r{"round_to_bf16", what, 6.0 * n};
+    r.gpu = [=] { k::launch_round_to_bf16(int64_t(n), dx->get(), d16->get(), s); };
+    r.cpu = [=] { cpu::round_to_bf16(int64_t(n), x->data(), c16->data()); };
+    r.diff = [=] { return max_abs_diff(d16->download(), *c16); };
+    out.push_back(r);
+    Case w{"bf16_to_float", what, 6.0 * n};
+    w.gpu = [=] { k::launch_bf16_to_float(int64_t(n), d16->get(), dback->get(), s); };
+    w.cpu = [=] { cpu::bf16_to_float(int64_t(n), c16->data(), cback->data()); };
+    w.diff = [=] { return max_abs_diff(dback->download(), *cback); };
+    out.push_back(w);
+  }
   // Bias gradient fused with the ReLU backward (conv1, conv2, fc1) and plain (fc2).
   for (const Site& site : {Site{"conv1", 16, true, true}, Site{"conv2", 32, true, true},
                            Site{"fc1", 256, false, true}, Site{"fc2", 10, false, false}}) {

@@ -168,3 +168,45 @@ def test_device_cuda_0_is_the_first_visible_gpu(make_config, tmp_path):
     res = h.run_gputrain(["info", "--json"])
     h.assert_ok(res)
     assert len(json.loads(res.stdout)) >= 1, h.describe(res)
+
+
+def test_precision_on_cpu_warns_and_trains_in_fp32(make_config, tmp_path):
+    # train.precision asks for TF32/BF16 arithmetic, which only the CUDA engine has: on the CPU the
+    # run says so on stderr (even with --quiet) and its weights are exactly the fp32 run's.
+    cfg = make_config(epochs=1)
+    h.assert_ok(h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / "fp32",
+                                "--device", "cpu", "--quiet"], cwd=tmp_path))
+    for mode in ("bf16", "tf32"):
+        res = h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / mode, "--device", "cpu",
+                              "--quiet", "--set", f"train.precision={mode}"], cwd=tmp_path)
+        h.assert_ok(res)
+        assert res.stdout == "", h.describe(res)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "warning" in lines[0] and f"train.precision: {mode}" in lines[0] \
+            and "fp32" in lines[0], h.describe(res)
+        h.assert_bitwise_equal(tmp_path / "fp32/model.safetensors",
+                               tmp_path / mode / "model.safetensors")
+    res = h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / "bad", "--device", "cpu",
+                          "--set", "train.precision=fp16"], cwd=tmp_path)
+    h.assert_user_error(res, must_contain=("train.precision", "fp32, tf32, bf16"))
+
+
+def test_verbose_is_accepted_and_quiet_wins(make_config, tmp_path):
+    # The CPU engine has no details to add: --verbose changes nothing there but must be accepted by
+    # train and eval; with --quiet nothing but warnings is printed.
+    cfg = make_config(epochs=1)
+    res = h.run_gputrain(["train", "--config", cfg, "--out", tmp_path / "v", "--device", "cpu",
+                          "--verbose", "--quiet"], cwd=tmp_path)
+    h.assert_ok(res)
+    assert res.stdout == "" and res.stderr == "", h.describe(res)
+    res = h.run_gputrain(["eval", "--config", cfg, "--weights", tmp_path / "v/model.safetensors",
+                          "--device", "cpu", "--verbose"], cwd=tmp_path)
+    h.assert_ok(res)
+
+
+@gpu_only
+def test_verbose_logs_the_cudnn_algorithms(make_config, tmp_path):
+    res = h.run_gputrain(["train", "--config", make_config(epochs=1), "--out", tmp_path / "v",
+                          "--device", "cuda", "--verbose"], cwd=tmp_path)
+    h.assert_ok(res)
+    assert "cuDNN algorithms" in res.stdout and "math" in res.stdout, h.describe(res)

@@ -149,6 +149,18 @@ TEST_CASE("fp32 precision accepts FMA and default math only", "[cuda_host]") {
   CHECK(precision_name(Precision::Fp32).find("no TF32") != std::string::npos);
 }
 
+TEST_CASE("tf32 and bf16 accept tensor-op math but not the FP16 conversion", "[cuda_host]") {
+  for (Precision p : {Precision::Tf32, Precision::Bf16}) {
+    INFO(precision_name(p));
+    CHECK(accepts_conv_math(p, CUDNN_TENSOR_OP_MATH));
+    CHECK(accepts_conv_math(p, CUDNN_FMA_MATH));
+    CHECK(accepts_conv_math(p, CUDNN_DEFAULT_MATH));
+    CHECK(!accepts_conv_math(p, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION));
+  }
+  CHECK(precision_name(Precision::Tf32).rfind("tf32", 0) == 0);
+  CHECK(precision_name(Precision::Bf16).rfind("bf16", 0) == 0);
+}
+
 TEST_CASE("the memory check is the sum of the one list of planned allocations", "[cuda_host]") {
   DeviceBuffer<float> params, grads;
   DeviceBuffer<int32_t> argmax;

@@ -108,6 +108,7 @@ void check_equal(const Config& a, const Config& b) {
   CHECK(a.train.deterministic == b.train.deterministic);
   CHECK(a.train.log_interval == b.train.log_interval);
   CHECK(a.train.threads == b.train.threads);
+  CHECK(a.train.precision == b.train.precision);
   CHECK(a.output_dir == b.output_dir);
   CHECK(a.device == b.device);
 }
@@ -190,6 +191,7 @@ TEST_CASE("defaults fill in what the file leaves out", "[config]") {
   CHECK_FALSE(c.train.deterministic);
   CHECK(c.train.log_interval == 100);
   CHECK(c.train.threads == 0);
+  CHECK(c.train.precision == Precision::Fp32);
   CHECK(c.output_dir == "runs/default");
   CHECK(c.device == "auto");
 
@@ -202,7 +204,7 @@ TEST_CASE("defaults fill in what the file leaves out", "[config]") {
 TEST_CASE("unknown keys are named with their line and the known ones", "[config]") {
   parse_error(with("  epochs: 2\n", "  epohcs: 2\n"),
               {"cfg.yaml:15: unknown key 'train.epohcs' (known: epochs, batch_size, seed, shuffle, "
-               "deterministic, log_interval, threads, early_stopping)"});
+               "deterministic, log_interval, threads, early_stopping, precision)"});
   parse_error(kBase + "modle: 1\n", {"cfg.yaml:17: unknown key 'modle'", "known: model, data"});
   parse_error(with("  lr: 0.1\n", "  lr: 0.1\n  learning_rate: 1\n"),
               {"cfg.yaml:14: unknown key 'optimizer.learning_rate'"});
@@ -661,9 +663,9 @@ TEST_CASE("resume: only the schema's resume-free keys may differ from the checkp
         "has 'lr: 0.1', the config 'lr: 0.5' (only train.epochs, output.dir, device, "
         "train.threads, train.log_interval, train.deterministic and data.dir may change on "
         "resume)");
-  for (const std::string& fixed :
-       std::vector<std::string>{"train.seed=1", "train.batch_size=8", "data.train_limit=10",
-                                "model.layers.0.out_channels=5", "data.mean=[0.5]"}) {
+  for (const std::string& fixed : std::vector<std::string>{
+           "train.seed=1", "train.batch_size=8", "data.train_limit=10",
+           "model.layers.0.out_channels=5", "data.mean=[0.5]", "train.precision=bf16"}) {
     INFO(fixed);
     CHECK_THROWS_AS(
         check_resume_compatible(parse_config(kBase, "cfg.yaml", {fixed}), then_yaml, "c.st"),
@@ -725,4 +727,16 @@ TEST_CASE("config_key_paths lists every key once, in config.yaml's order", "[con
     REQUIRE(at != std::string::npos);
     previous = at;
   }
+}
+
+TEST_CASE("train.precision: fp32, tf32 or bf16, fp32 by default, written back", "[config]") {
+  CHECK(parse_config(kBase, "cfg.yaml", {"train.precision=tf32"}).train.precision ==
+        Precision::Tf32);
+  const Config bf16 = parse_config(kBase, "cfg.yaml", {"train.precision=bf16"});
+  CHECK(bf16.train.precision == Precision::Bf16);
+  CHECK(to_yaml(bf16).find("precision: bf16\n") != std::string::npos);
+  CHECK(parse_config(to_yaml(bf16), "again.yaml").train.precision == Precision::Bf16);
+  CHECK(to_yaml(parse_config(kBase, "cfg.yaml")).find("precision: fp32\n") != std::string::npos);
+  parse_error(kBase, {"train.precision: expected one of fp32, tf32, bf16, got 'fp16'"},
+              {"train.precision=fp16"});
 }

@@ -6,8 +6,10 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "gputrain/ops.hpp"
+#include "gputrain/rng.hpp"
 #include "support/gradient_check.hpp"
 
 using namespace gputrain;
@@ -426,4 +428,61 @@ TEST_CASE("gather_normalize picks and normalizes images in order", "[ops][data]"
             (float(pixels[size_t((index[i] * C + c) * P + p)]) / 255.0f - mean[c]) / stdv[c];
         REQUIRE(out[size_t((i * C + c) * P + p)] == want);  // bit for bit
       }
+}
+
+namespace {
+float from_bits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+}  // namespace
+
+TEST_CASE("round_to_bf16 rounds to nearest, ties to even, and keeps Inf, NaN and subnormals",
+          "[ops]") {
+  using gputrain::cpu::bf16_to_float;
+  using gputrain::cpu::round_to_bf16;
+  // Exact values pass through.
+  CHECK(round_to_bf16(1.0f) == 0x3f80);
+  CHECK(round_to_bf16(-2.0f) == 0xc000);
+  CHECK(round_to_bf16(0.0f) == 0x0000);
+  CHECK(round_to_bf16(-0.0f) == 0x8000);
+  // Below / above the halfway point of the dropped 16 bits.
+  CHECK(round_to_bf16(from_bits(0x3f807fffu)) == 0x3f80);
+  CHECK(round_to_bf16(from_bits(0x3f808001u)) == 0x3f81);
+  // Exact ties: to the even neighbour, both ways.
+  CHECK(round_to_bf16(from_bits(0x3f808000u)) == 0x3f80);  // 0x3f80 even: down
+  CHECK(round_to_bf16(from_bits(0x3f818000u)) == 0x3f82);  // 0x3f81 odd: up
+  CHECK(round_to_bf16(from_bits(0xbf818000u)) == 0xbf82);  // sign-symmetric
+  // A carry out of the mantissa steps the exponent; the largest floats round to Inf.
+  CHECK(round_to_bf16(from_bits(0x3fffffffu)) == 0x4000);
+  CHECK(round_to_bf16(std::numeric_limits<float>::max()) == 0x7f80);
+  CHECK(round_to_bf16(from_bits(0x7f7f7fffu)) == 0x7f7f);  // just below the halfway: largest bf16
+  // Inf stays Inf.
+  CHECK(round_to_bf16(std::numeric_limits<float>::infinity()) == 0x7f80);
+  CHECK(round_to_bf16(-std::numeric_limits<float>::infinity()) == 0xff80);
+  // NaN stays NaN (even one whose payload is only in the dropped bits), sign kept.
+  for (uint32_t nan_bits : {0x7fc00000u, 0x7f800001u, 0xff800001u, 0x7fffffffu}) {
+    const uint16_t b = round_to_bf16(from_bits(nan_bits));
+    CHECK(std::isnan(bf16_to_float(b)));
+    CHECK((b & 0x8000) == ((nan_bits >> 16) & 0x8000));
+  }
+  // Subnormals round in the mantissa like normals: ties to even, the smallest halfway to zero.
+  CHECK(round_to_bf16(from_bits(0x00018000u)) == 0x0002);
+  CHECK(round_to_bf16(from_bits(0x00008000u)) == 0x0000);
+  CHECK(round_to_bf16(from_bits(0x00008001u)) == 0x0001);
+  CHECK(round_to_bf16(from_bits(0x007fffffu)) == 0x0080);  // largest subnormal → smallest normal
+  // bf16 → float is exact and round-trips every non-NaN bf16.
+  for (uint32_t b = 0; b < 0x10000u; ++b) {
+    const float f = bf16_to_float(uint16_t(b));
+    if (std::isnan(f)) continue;
+    if (round_to_bf16(f) != b) FAIL("bf16 0x" << std::hex << b << " does not round-trip");
+  }
+  // The nearest: the result is within half a bf16 ulp of random values.
+  gputrain::Rng rng(7);
+  for (int i = 0; i < 10000; ++i) {
+    const float x = rng.uniform(-1000.0f, 1000.0f);
+    const float r = bf16_to_float(round_to_bf16(x));
+    CHECK(std::fabs(double(r) - double(x)) <= std::ldexp(std::fabs(double(x)), -8) * 1.0000001);
+  }
 }

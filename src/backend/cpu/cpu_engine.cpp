@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <utility>
 
 #include "backend/cpu/cpu_optimizer.hpp"
 #include "gputrain/blas_info.hpp"
@@ -30,6 +31,12 @@ class CpuEngine final : public Engine {
     if (int(options.mean.size()) != plan.input.channels ||
         int(options.std.size()) != plan.input.channels)
       throw Error("normalization needs one mean and std per input channel");
+
+    // The CPU ops are FP32 only (OpenBLAS SGEMM); computing BF16/TF32 by rounding the inputs here
+    // would be slower and still not the GPU's kernels, so the run says so and stays FP32.
+    if (options.precision != Precision::Fp32)
+      warnings_.push_back(std::string("train.precision: ") + precision_key(options.precision) +
+                          " is for the CUDA engine; the CPU engine trains in fp32");
 
     params_.assign(plan.parameter_count, 0.0f);
     grads_.assign(plan.parameter_count, 0.0f);
@@ -72,6 +79,8 @@ class CpuEngine final : public Engine {
     predicted_.assign(size_t(batch_), 0);
     eval_index_.resize(size_t(batch_));
   }
+
+  std::vector<std::string> take_warnings() override { return std::exchange(warnings_, {}); }
 
   std::string describe() const override {
     return "cpu, " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s") + ", " +
@@ -273,6 +282,7 @@ class CpuEngine final : public Engine {
 
   ModelPlan plan_;
   EngineOptions options_;
+  std::vector<std::string> warnings_;  // until take_warnings()
   int batch_ = 0, threads_ = 1;
   std::string blas_;  // "OpenBLAS 0.3.21 (openmp, 2 threads)"
   std::vector<float> params_, grads_, input_, workspace_;

@@ -32,6 +32,7 @@ namespace gputrain::cuda {
 CudaEngineImpl::CudaEngineImpl(const ModelPlan& plan, const EngineOptions& options)
     : plan_(plan),
       opt_(options),
+      precision_(options.precision),
       batch_(options.batch_size),
       device_(options.device_index),
       optimizer_(options.optimizer, plan.parameter_count) {
@@ -105,6 +106,10 @@ CudaEngineImpl::~CudaEngineImpl() {
 std::string CudaEngineImpl::describe() const {
   if (capture_failure_.empty()) return description_;
   return description_ + ", eager (graph capture failed: " + capture_failure_ + ")";
+}
+
+std::string CudaEngineImpl::details() const {
+  return "precision " + precision_name(precision_) + "; cuDNN algorithms:\n" + algorithm_report();
 }
 
 std::string CudaEngineImpl::algorithm_report() const {

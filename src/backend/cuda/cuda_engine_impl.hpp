@@ -59,6 +59,8 @@ class CudaEngineImpl final : public CudaEngine {
   int64_t graph_captures() const override { return graph_captures_; }
   bool graph_active() const override { return opt_.use_graph && capture_failure_.empty(); }
   std::string algorithm_report() const override;
+  // --verbose: the numerics mode and the cuDNN algorithm report.
+  std::string details() const override;
   void break_next_capture_for_testing() override { break_next_capture_ = true; }
 
  private:

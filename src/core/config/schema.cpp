@@ -457,6 +457,17 @@ const std::vector<KeyRow>& rows() {
       number_row(
           "loss", "label_smoothing", [](Config& c) -> double& { return c.loss.label_smoothing; },
           "a number in [0, 1)", [](double x) { return x >= 0 && x < 1; }),
+      // Must match on resume: it changes the numerics of every step, so a run resumed in another
+      // mode would be neither run's numbers (start a new run from the weights with --init).
+      {"train", "precision", false, kMustMatch,
+       [](const Slot& s, Config& c) {
+         if (!s.value) return;
+         const std::string p = read_choice(s.ctx, *s.value, s.path, {"fp32", "tf32", "bf16"});
+         c.train.precision = p == "tf32"   ? Precision::Tf32
+                             : p == "bf16" ? Precision::Bf16
+                                           : Precision::Fp32;
+       },
+       [](const Config& c) { return std::string(precision_key(c.train.precision)); }},
       string_row(
           "output", "dir", [](Config& c) -> std::string& { return c.output_dir; }, "a folder path",
           "", may_change_on_resume(2)),

@@ -31,6 +31,14 @@ struct ModelConfig {
 
 enum class DataFormat { Idx, Cifar10 };
 
+// data.augment: training images only, per sample and epoch (include/gputrain/augment.hpp).
+struct AugmentConfig {
+  int crop_padding = 0;            // pad P zero pixels each side, then a random H×W crop
+  bool hflip = false;              // flip left-right with probability hflip_probability
+  double hflip_probability = 0.5;  // a test switch (1: always flip); only with hflip
+  bool enabled() const { return crop_padding > 0 || hflip; }
+};
+
 struct DataConfig {
   DataFormat format = DataFormat::Idx;
   std::string dir;
@@ -40,6 +48,7 @@ struct DataConfig {
   // the training images actually used, population statistics).
   std::vector<float> mean;
   std::vector<float> std;
+  AugmentConfig augment;  // none by default
 };
 
 struct OptimizerConfig {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "gputrain/augment.hpp"
 #include "gputrain/geometry.hpp"
 
 namespace gputrain::cpu {
@@ -77,5 +78,11 @@ void adamw_update(int64_t n, float* w, const float* g, float* m, float* v, const
 // out[i, c, :, :] = (pixels[index[i], c, :, :] / 255 - mean[c]) / std[c] for i < count.
 void gather_normalize(int64_t count, int channels, int64_t plane, const uint8_t* pixels,
                       const int32_t* index, const float* mean, const float* std, float* out);
+
+// out[i] = the raw image pixels[index[i]] ([channels, height, width] uint8) augmented for `epoch`
+// as include/gputrain/augment.hpp defines (crop with zero padding, flip), keyed by index[i]; the
+// model's input is then gather_normalize of out. Bit for bit the CUDA gather's augmentation.
+void gather_augment(int64_t count, int channels, int height, int width, const uint8_t* pixels,
+                    const int32_t* index, int64_t epoch, const AugmentSpec& spec, uint8_t* out);
 
 }  // namespace gputrain::cpu

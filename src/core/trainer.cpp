@@ -181,7 +181,8 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
   LocalCommunicator local;
   Communicator& communicator = request.communicator ? *request.communicator : local;
   const int log_interval = std::max(1, config.train.log_interval);
-  engine->set_order(epoch_order(train_count, config.train.seed, epoch, config.train.shuffle));
+  engine->set_order(epoch_order(train_count, config.train.seed, epoch, config.train.shuffle),
+                    epoch);
   engine->read_counters(true);
   const auto start = Clock::now();
   int64_t last_checked_step = state.global_step;

@@ -38,6 +38,9 @@ struct KeyRow {
   std::function<void(const Slot&, Config&)> read;
   std::function<std::string(const Config&)> write;  // the YAML value; "\n…" for a block
 
+  // A mapping-valued key: its keys, which --set may address (data.augment.crop_padding).
+  std::vector<std::string> sub_keys = {};
+
   std::string path() const { return section.empty() ? key : section + "." + key; }
 };
 
@@ -188,6 +191,36 @@ KeyRow normalization_row(std::string key, Field<std::vector<float>> f, bool posi
           }};
 }
 
+// data.augment: none, or a mapping {crop_padding: P ≥ 0, hflip: bool, hflip_probability: [0, 1]}.
+const std::vector<std::string> kAugmentKeys = {"crop_padding", "hflip", "hflip_probability"};
+
+void read_augment(const Slot& s, Config& c) {
+  AugmentConfig& a = c.data.augment;
+  a = AugmentConfig{};
+  const Node* n = s.value;
+  if (!n || n->kind == Node::Kind::Null) return;
+  if (n->kind == Node::Kind::Scalar && n->scalar == "none") return;
+  if (n->kind != Node::Kind::Map)
+    s.ctx.fail(*n, s.path + ": expected none or a mapping of keys (" + join(kAugmentKeys) +
+                       "), got " + got(*n));
+  check_keys(s.ctx, *n, s.path, kAugmentKeys);
+  if (const Node* v = optional_value(n, "crop_padding"))
+    a.crop_padding = static_cast<int>(read_int(s.ctx, *v, s.path + ".crop_padding", 0, 1 << 20));
+  if (const Node* v = optional_value(n, "hflip")) a.hflip = read_bool(s.ctx, *v, s.path + ".hflip");
+  if (const Node* v = optional_value(n, "hflip_probability"))
+    a.hflip_probability =
+        read_double(s.ctx, *v, s.path + ".hflip_probability", "a number in [0, 1]",
+                    [](double x) { return x >= 0 && x <= 1; });
+}
+
+std::string write_augment(const Config& c) {
+  const AugmentConfig& a = c.data.augment;
+  if (!a.enabled()) return "none";
+  return "\n    crop_padding: " + std::to_string(a.crop_padding) +
+         "\n    hflip: " + (a.hflip ? "true" : "false") +
+         "\n    hflip_probability: " + json_number(a.hflip_probability);
+}
+
 bool is_cuda_index(const std::string& s) {
   return s.size() > 5 && s.size() <= 5 + 9 && s.compare(0, 5, "cuda:") == 0 &&
          is_digits(s.substr(5));
@@ -230,6 +263,7 @@ const std::vector<KeyRow>& rows() {
           "mean", [](Config& c) -> std::vector<float>& { return c.data.mean; }, false),
       normalization_row(
           "std", [](Config& c) -> std::vector<float>& { return c.data.std; }, true),
+      {"data", "augment", false, kMustMatch, read_augment, write_augment, kAugmentKeys},
       {"optimizer", "type", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (s.value) c.optimizer.type = read_choice(s.ctx, *s.value, s.path, {"sgd"});
@@ -367,6 +401,11 @@ void check_override_path(const Context& ctx, const std::string& where,
   const KeyRow* row = find_row(parts[0], parts[1]);
   if (!row) unknown(1, section_keys(parts[0]));
   if (parts.size() == 2) return;
+  if (!row->sub_keys.empty()) {
+    if (!contains(row->sub_keys, parts[2])) unknown(2, row->sub_keys);
+    if (parts.size() > 3) unknown(3, {});
+    return;
+  }
   if (!row->list || !is_digits(parts[2])) unknown(2, {});
   if (parts.size() == 3) return;
   if (row->path() != "model.layers") unknown(3, {});

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "cli/cli_common.hpp"
 
@@ -23,6 +24,14 @@ struct EvalArgs {
 };
 CLI::App* add_eval_command(CLI::App& app, EvalArgs& args);
 int run_eval(const EvalArgs& args);
+
+struct PreviewArgs {
+  std::string config_path, out, tensors;
+  std::vector<std::string> overrides;
+  int count = 64, epoch = 1;
+};
+CLI::App* add_preview_command(CLI::App& app, PreviewArgs& args);
+int run_preview(const PreviewArgs& args);
 
 struct InfoArgs {
   bool json = false;

@@ -20,7 +20,7 @@ namespace {
 using namespace gputrain;
 using namespace gputrain::cli;
 
-const char* const kCommands = "train, eval or info";
+const char* const kCommands = "train, eval, preview or info";
 
 [[noreturn]] void usage_error(const std::string& what) {
   throw CLI::ParseError(what, CLI::ExitCodes::ExtrasError);
@@ -91,13 +91,16 @@ int run(int argc, char** argv) {
 
   TrainArgs train_args;
   EvalArgs eval_args;
+  PreviewArgs preview_args;
   InfoArgs info_args;
   std::string help_topic;
   CLI::App* train_cmd = add_train_command(app, train_args);
   CLI::App* eval_cmd = add_eval_command(app, eval_args);
+  CLI::App* preview_cmd = add_preview_command(app, preview_args);
   CLI::App* info_cmd = add_info_command(app, info_args);
   CLI::App* help_cmd = app.add_subcommand("help", "show the help of gputrain or a subcommand");
-  help_cmd->add_option("subcommand", help_topic, "train, eval or info")->type_name("SUBCOMMAND");
+  help_cmd->add_option("subcommand", help_topic, "train, eval, preview or info")
+      ->type_name("SUBCOMMAND");
 
   try {
     app.parse(argc, argv);
@@ -130,6 +133,7 @@ int run(int argc, char** argv) {
 
   if (train_cmd->parsed()) return run_train(train_args);
   if (eval_cmd->parsed()) return run_eval(eval_args);
+  if (preview_cmd->parsed()) return run_preview(preview_args);
   if (info_cmd->parsed()) return run_info(info_args);
   return kExitUsage;
 }

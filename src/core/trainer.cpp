@@ -11,6 +11,7 @@
 #include "core/run_setup.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/optimizer.hpp"
+#include "gputrain/preview.hpp"
 #include "gputrain/rng.hpp"
 
 namespace gputrain {
@@ -146,6 +147,9 @@ void Run::setup() {
 
   outputs->prepare(state.run_id, state.epoch);
   outputs->write_config("# gputrain run " + state.run_id + "\n" + state.config_yaml);
+  // What the model is fed this epoch (augmented, before normalization), for a person to look at.
+  write_image_grid_png(outputs->path("train_batch.png"),
+                       preview_images(config, data.train, 64, state.epoch + 1));
 }
 
 void Run::write_checkpoint(const TrainingState& s) {

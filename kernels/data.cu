@@ -26,6 +26,24 @@ void launch_gather_batch(const uint8_t* pixels, const int32_t* labels, const int
                  out, batch_labels);
 }
 
+void launch_gather_batch_augmented(const uint8_t* pixels, const int32_t* labels,
+                                   const int32_t* order, const StepState* state, int64_t first,
+                                   int count, int channels, int height, int width,
+                                   const AugmentSpec& augment, const float* mean, const float* std,
+                                   float* out, int32_t* batch_labels, cudaStream_t stream) {
+  if (count < 0 || channels < 0 || height < 0 || width < 0 || first < 0 || augment.crop_padding < 0)
+    detail::bad_argument("gather_batch_augmented", "negative size");
+  if (!state) detail::bad_argument("gather_batch_augmented", "null state (the epoch lives there)");
+  if (count == 0) return;
+  constexpr int kThreads = 256;
+  const int64_t items = std::max<int64_t>(int64_t(count) * height * width, count);
+  const bool fits32 = items + detail::kMaxGridStrideBlocks * kThreads < (int64_t(1) << 32);
+  auto* kernel = fits32 ? gather_augment_kernel<uint32_t> : gather_augment_kernel<int64_t>;
+  detail::launch("gather_batch_augmented", kernel, dim3(detail::grid_for(items, kThreads)),
+                 dim3(kThreads), 0, stream, pixels, labels, order, state, first, count, channels,
+                 height, width, augment, mean, std, out, batch_labels);
+}
+
 void launch_advance_step(StepState* state, int64_t count, cudaStream_t stream) {
   if (!state) detail::bad_argument("advance_step", "null state");
   detail::launch("advance_step", advance_step_kernel, dim3(1), dim3(1), 0, stream, state, count);

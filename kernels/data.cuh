@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "gputrain/augment.hpp"
 
 namespace gputrain::kernels {
 inline namespace GPUTRAIN_KERNELS_ABI {
@@ -42,6 +43,42 @@ __global__ void __launch_bounds__(256)
                       normalize_pixel(p.z, m, sd), normalize_pixel(p.w, m, sd));
     } else {
       out[j] = normalize_pixel(pixels[src * image + int64_t(rest)], m, sd);
+    }
+  }
+  if (labels && batch_labels)
+    for (int64_t i = detail::global_thread_index(); i < count; i += stride)
+      batch_labels[i] = __ldg(labels + (order ? int64_t(__ldg(order + s + i)) : s + i));
+}
+
+// The augmenting gather: one thread per output pixel position (y, x) of a sample, all channels
+// (the draw and the source offset once per position). Sample i is order[s + i]; its draw is keyed
+// by (augment.seed, state->epoch, order[s + i]) as cpu::gather_augment's, and the same float
+// expression normalizes the pixel (0 for padding), so the batch is bitwise the CPU's.
+template <typename Index>
+__global__ void __launch_bounds__(256)
+    gather_augment_kernel(const uint8_t* __restrict__ pixels, const int32_t* __restrict__ labels,
+                          const int32_t* __restrict__ order, const StepState* __restrict__ state,
+                          int64_t first, int count, int channels, int height, int width,
+                          AugmentSpec augment, const float* __restrict__ mean,
+                          const float* __restrict__ std, float* __restrict__ out,
+                          int32_t* __restrict__ batch_labels) {
+  const int64_t s = first + state->first;
+  const int64_t epoch = state->epoch;
+  const int64_t plane = int64_t(height) * width, image = int64_t(channels) * plane;
+  const Index plane_items = Index(plane);
+  const Index total = Index(count) * plane_items;
+  const int64_t stride = detail::grid_threads();
+  for (Index j = Index(detail::global_thread_index()); j < total; j += Index(stride)) {
+    const Index i = j / plane_items, p = j - i * plane_items;
+    const int y = int(p / Index(width)), x = int(p - Index(y) * Index(width));
+    const int64_t src = order ? int64_t(__ldg(order + s + i)) : s + int64_t(i);
+    const AugmentDraw d = augment_draw(augment, epoch, src);
+    const int64_t from = augment_source(d, y, x, height, width);
+    const uint8_t* image_in = pixels + src * image;
+    float* image_out = out + int64_t(i) * image + int64_t(p);
+    for (int c = 0; c < channels; ++c) {
+      const unsigned char v = from < 0 ? 0 : image_in[c * plane + from];
+      image_out[c * plane] = normalize_pixel(v, __ldg(mean + c), __ldg(std + c));
     }
   }
   if (labels && batch_labels)

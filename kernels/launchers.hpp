@@ -57,6 +57,7 @@ inline SgdHyper make_sgd_hyper(const cpu::SgdParams& p) {
 struct StepState {
   int64_t first = 0;  // position in `order` of the next batch's first sample
   int64_t step = 0;   // the global step, +1 per forward_backward: the optimizer's table index + 1
+  int64_t epoch = 0;  // the order's epoch (set with the order): keys the augmentation draws
 };
 
 // ---- bias + activation (kernels/bias_act.cu) ----------------------------------------------------
@@ -204,6 +205,16 @@ void launch_gather_batch(const uint8_t* pixels, const int32_t* labels, const int
                          const StepState* state, int64_t first, int count, int channels,
                          int64_t plane, const float* mean, const float* std, float* out,
                          int32_t* batch_labels, cudaStream_t stream);
+
+// The same batch with each training image augmented first (include/gputrain/augment.hpp: crop
+// with zero padding, flip; keyed by (augment.seed, state->epoch, order[s + i])), then normalized:
+// bit for bit cpu::gather_augment followed by cpu::gather_normalize. `state` is required (the
+// epoch comes from the device, so a captured graph serves every epoch).
+void launch_gather_batch_augmented(const uint8_t* pixels, const int32_t* labels,
+                                   const int32_t* order, const StepState* state, int64_t first,
+                                   int count, int channels, int height, int width,
+                                   const AugmentSpec& augment, const float* mean, const float* std,
+                                   float* out, int32_t* batch_labels, cudaStream_t stream);
 
 // The step's last node: state->first += count; state->step += 1 (one thread).
 void launch_advance_step(StepState* state, int64_t count, cudaStream_t stream);

@@ -33,6 +33,14 @@ struct ModelConfig {
 
 enum class DataFormat { Idx, Cifar10, Folder };
 
+// data.augment: training images only, per sample and epoch (include/gputrain/augment.hpp).
+struct AugmentConfig {
+  int crop_padding = 0;            // pad P zero pixels each side, then a random H×W crop
+  bool hflip = false;              // flip left-right with probability hflip_probability
+  double hflip_probability = 0.5;  // a test switch (1: always flip); only with hflip
+  bool enabled() const { return crop_padding > 0 || hflip; }
+};
+
 struct DataConfig {
   DataFormat format = DataFormat::Idx;
   std::string dir;
@@ -48,6 +56,7 @@ struct DataConfig {
   // data.val_split: this many training images held out (chosen by train.seed, fixed for the run),
   // never trained on, scored every epoch; 0 = none.
   int64_t val_split = 0;
+  AugmentConfig augment;  // none by default
 };
 
 struct OptimizerConfig {

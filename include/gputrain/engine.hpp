@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "gputrain/augment.hpp"
 #include "gputrain/dataset.hpp"
 #include "gputrain/model.hpp"
 #include "gputrain/optimizer.hpp"
@@ -36,6 +37,7 @@ struct EngineOptions {
   OptimizerSpec optimizer;       // the update rule (its per-step values come from set_step_table)
   float label_smoothing = 0.0f;  // training loss: F.cross_entropy(label_smoothing=…); eval: plain
   Precision precision = Precision::Fp32;  // CUDA: conv/GEMM arithmetic; CPU: FP32 (it warns)
+  AugmentSpec augment;           // training batches only; evaluation never augments
 };
 
 // A backend's flat buffer (parameters layout: ModelPlan::parameter_count floats), for in-place work
@@ -87,8 +89,9 @@ class Engine {
   virtual void set_train_data(const ImageSet& train) = 0;
   virtual void set_eval_data(const ImageSet& eval) = 0;
 
-  // The training order of the coming steps: indices into the training set.
-  virtual void set_order(const std::vector<int32_t>& order) = 0;
+  // The training order of the coming steps: indices into the training set, and the epoch it
+  // belongs to (with options.augment, each sample's draw is keyed by (seed, epoch, index)).
+  virtual void set_order(const std::vector<int32_t>& order, int epoch) = 0;
   // The batch order[first, first + count), count <= batch_size: forward, loss, backward. The
   // gradient buffer receives ∂(sum of the batch's per-sample losses)/grad_scale (grad_scale =
   // count: the batch mean). Loss and accuracy accumulate into the counters.

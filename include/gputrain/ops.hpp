@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "gputrain/augment.hpp"
 #include "gputrain/geometry.hpp"
 
 namespace gputrain::cpu {
@@ -97,5 +98,10 @@ float bf16_to_float(uint16_t b);
 // Element-wise over n values.
 void round_to_bf16(int64_t n, const float* x, uint16_t* out);
 void bf16_to_float(int64_t n, const uint16_t* x, float* out);
+// out[i] = the raw image pixels[index[i]] ([channels, height, width] uint8) augmented for `epoch`
+// as include/gputrain/augment.hpp defines (crop with zero padding, flip), keyed by index[i]; the
+// model's input is then gather_normalize of out. Bit for bit the CUDA gather's augmentation.
+void gather_augment(int64_t count, int channels, int height, int width, const uint8_t* pixels,
+                    const int32_t* index, int64_t epoch, const AugmentSpec& spec, uint8_t* out);
 
 }  // namespace gputrain::cpu

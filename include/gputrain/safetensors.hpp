@@ -1,7 +1,7 @@
 // safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 // length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the
-// tensor bytes. gputrain reads and writes F32 tensors; writes are atomic (temp file, fsync,
-// rename).
+// tensor bytes. gputrain reads and writes F32 tensors (and writes U8, I32); writes are atomic (temp
+// file, fsync, rename).
 #pragma once
 
 #include <cstdint>
@@ -17,8 +17,16 @@ struct NamedTensor {
   std::vector<float> values;  // row-major, product(shape) elements
 };
 
+// Written only (read_safetensors reads F32): "U8" or "I32" tensors from their little-endian bytes.
+struct RawTensor {
+  std::string name, dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
 struct TensorFile {
-  std::vector<NamedTensor> tensors;  // in file order (by data offset)
+  std::vector<NamedTensor> tensors;    // in file order (by data offset)
+  std::vector<RawTensor> raw_tensors;  // written after `tensors`
   std::map<std::string, std::string> metadata;
 
   const NamedTensor* find(const std::string& name) const;

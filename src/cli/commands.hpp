@@ -49,6 +49,13 @@ struct PlotArgs {
 };
 CLI::App* add_plot_command(CLI::App& app, PlotArgs& args);
 int run_plot(const PlotArgs& args);
+struct PreviewArgs {
+  std::string config_path, out, tensors;
+  std::vector<std::string> overrides;
+  int count = 64, epoch = 1;
+};
+CLI::App* add_preview_command(CLI::App& app, PreviewArgs& args);
+int run_preview(const PreviewArgs& args);
 
 struct InfoArgs {
   bool json = false;

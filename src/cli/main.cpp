@@ -20,7 +20,7 @@ namespace {
 using namespace gputrain;
 using namespace gputrain::cli;
 
-const char* const kCommands = "train, eval, predict, export, plot or info";
+const char* const kCommands = "train, eval, predict, export, plot, preview or info";
 
 [[noreturn]] void usage_error(const std::string& what) {
   throw CLI::ParseError(what, CLI::ExitCodes::ExtrasError);
@@ -91,6 +91,7 @@ int run(int argc, char** argv) {
 
   TrainArgs train_args;
   EvalArgs eval_args;
+  PreviewArgs preview_args;
   InfoArgs info_args;
   PredictArgs predict_args;
   ExportArgs export_args;
@@ -101,6 +102,7 @@ int run(int argc, char** argv) {
   CLI::App* predict_cmd = add_predict_command(app, predict_args);
   CLI::App* export_cmd = add_export_command(app, export_args);
   CLI::App* plot_cmd = add_plot_command(app, plot_args);
+  CLI::App* preview_cmd = add_preview_command(app, preview_args);
   CLI::App* info_cmd = add_info_command(app, info_args);
   CLI::App* help_cmd = app.add_subcommand("help", "show the help of gputrain or a subcommand");
   help_cmd->add_option("subcommand", help_topic, kCommands)->type_name("SUBCOMMAND");
@@ -139,6 +141,7 @@ int run(int argc, char** argv) {
   if (predict_cmd->parsed()) return run_predict(predict_args);
   if (export_cmd->parsed()) return run_export(export_args);
   if (plot_cmd->parsed()) return run_plot(plot_args);
+  if (preview_cmd->parsed()) return run_preview(preview_args);
   if (info_cmd->parsed()) return run_info(info_args);
   return kExitUsage;
 }

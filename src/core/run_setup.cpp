@@ -148,7 +148,17 @@ EngineOptions engine_options(const Config& config, const Normalization& n, bool 
   o.use_graph = use_graph;
   o.label_smoothing = float(config.loss.label_smoothing);
   o.precision = config.train.precision;
+  o.augment = augment_spec(config);
   return o;
+}
+
+AugmentSpec augment_spec(const Config& config) {
+  const AugmentConfig& a = config.data.augment;
+  AugmentSpec spec;
+  spec.crop_padding = a.crop_padding;
+  spec.flip_threshold = a.hflip ? augment_flip_threshold(a.hflip_probability) : 0;
+  spec.seed = config.train.seed;
+  return spec;
 }
 
 size_t weights_in(const ModelPlan& plan) {

@@ -34,6 +34,9 @@ Normalization resolve_normalization(const Config& config, const ModelPlan& plan,
 EngineOptions engine_options(const Config& config, const Normalization& normalization,
                              bool use_graph);
 
+// data.augment as the engines and `gputrain preview` apply it, keyed by train.seed.
+AugmentSpec augment_spec(const Config& config);
+
 // Parameters the model has (the flat buffer also holds alignment gaps).
 size_t weights_in(const ModelPlan& plan);
 

@@ -274,6 +274,36 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
     info.set("data_offsets", std::move(offsets));
     header.set(t.name, std::move(info));
   }
+  for (const RawTensor& t : file.raw_tensors) {
+    if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
+      throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
+                                  "'");
+    if (t.dtype != "U8" && t.dtype != "I32")
+      throw std::invalid_argument("write_safetensors: raw tensor '" + t.name + "' has dtype " +
+                                  t.dtype + ", expected U8 or I32");
+    uint64_t elements = 1;
+    JsonValue shape = JsonValue::array();
+    for (int64_t d : t.shape) {
+      if (d < 0)
+        throw std::invalid_argument("write_safetensors: negative dimension in '" + t.name + "'");
+      elements *= static_cast<uint64_t>(d);
+      shape.push_back(JsonValue(d));
+    }
+    const uint64_t bytes = elements * (t.dtype == "U8" ? 1 : 4);
+    if (bytes != t.bytes.size())
+      throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' holds " +
+                                  std::to_string(t.bytes.size()) + " bytes, its shape " +
+                                  shape.dump() + " needs " + std::to_string(bytes));
+    JsonValue info = JsonValue::object();
+    info.set("dtype", JsonValue(t.dtype));
+    info.set("shape", std::move(shape));
+    JsonValue offsets = JsonValue::array();
+    offsets.push_back(JsonValue(offset));
+    offset += bytes;
+    offsets.push_back(JsonValue(offset));
+    info.set("data_offsets", std::move(offsets));
+    header.set(t.name, std::move(info));
+  }
   std::string text = header.dump();
   // Padding to 8 bytes keeps the tensor data aligned for readers that map the file.
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -287,6 +317,8 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   parts.emplace_back(text);
   for (const NamedTensor& t : file.tensors)
     parts.emplace_back(reinterpret_cast<const char*>(t.values.data()), t.values.size() * 4);
+  for (const RawTensor& t : file.raw_tensors)
+    parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
   write_file_atomic(path, parts);
 }
 

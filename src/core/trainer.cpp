@@ -12,6 +12,7 @@
 #include "core/run_setup.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/optimizer.hpp"
+#include "gputrain/preview.hpp"
 #include "gputrain/rng.hpp"
 
 namespace gputrain {
@@ -175,6 +176,9 @@ void Run::setup() {
 
   outputs->prepare(state.run_id, state.epoch);
   outputs->write_config("# gputrain run " + state.run_id + "\n" + state.config_yaml);
+  // What the model is fed this epoch (augmented, before normalization), for a person to look at.
+  write_image_grid_png(outputs->path("train_batch.png"),
+                       preview_images(config, data.train, 64, state.epoch + 1));
 }
 
 void Run::write_checkpoint(const TrainingState& s) {
@@ -210,7 +214,8 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
   LocalCommunicator local;
   Communicator& communicator = request.communicator ? *request.communicator : local;
   const int log_interval = std::max(1, config.train.log_interval);
-  engine->set_order(epoch_order(train_count, config.train.seed, epoch, config.train.shuffle));
+  engine->set_order(epoch_order(train_count, config.train.seed, epoch, config.train.shuffle),
+                    epoch);
   engine->read_counters(true);
   const auto start = Clock::now();
   int64_t last_checked_step = state.global_step;

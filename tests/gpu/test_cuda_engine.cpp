@@ -365,7 +365,7 @@ TEST_CASE("forward, loss and gradients match the CPU engine", "[gpu]") {
         // One step. With momentum μ > 0 and v = 0, SGD leaves v = μ·0 + g = g exactly: the
         // momentum buffer after the first step IS the gradient, no subtraction needed.
         for (Engine* e : std::initializer_list<Engine*>{cpu_e.get(), gpu_e.get()}) {
-          e->set_order(identity_order(batch));
+          e->set_order(identity_order(batch), 0);
           train_step(*e, 0, batch);
           CHECK(e->global_step() == 1);
         }
@@ -419,7 +419,7 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
     for (Engine* e : engines) train_step(*e, first, count);
   };
   auto epoch = [&](const std::vector<int32_t>& order) {
-    for (Engine* e : engines) e->set_order(order);
+    for (Engine* e : engines) e->set_order(order, 0);
     const int64_t n = int64_t(order.size());
     for (int64_t first = 0; first < n; first += batch)
       run(first, int(std::min<int64_t>(batch, n - first)));
@@ -433,7 +433,7 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   // must follow it: the replays after it read the table from there).
   {
     const auto order = shuffled_order(train.count, 5);
-    for (Engine* e : engines) e->set_order(order);
+    for (Engine* e : engines) e->set_order(order, 0);
     run(0, batch);
     run(batch, batch);
     for (Engine* e : engines) e->set_global_step(e->global_step() + 3);
@@ -447,7 +447,7 @@ TEST_CASE("graph replay gives the same bits as eager steps, and follows `first`"
   // device-side position must follow `first` exactly, not just count steps.
   {
     const auto order = shuffled_order(train.count, 6);
-    for (Engine* e : engines) e->set_order(order);
+    for (Engine* e : engines) e->set_order(order, 0);
     run(2 * batch, batch);
     run(3 * batch, batch);
     run(0, batch);
@@ -511,7 +511,7 @@ TEST_CASE("a failed graph capture falls back to eager steps, once, and says why"
   broken->break_next_capture_for_testing();  // the capture makes a call a capture refuses
   for (cuda::CudaEngine* e : {broken.get(), eager.get()}) {
     prepare(*e, params, train, eval);
-    e->set_order(identity_order(train.count));
+    e->set_order(identity_order(train.count), 0);
     for (int64_t first = 0; first < train.count; first += batch) train_step(*e, first, batch);
   }
   // The second step tried to capture, failed with a CUDA status and ran eagerly; the third ran
@@ -589,7 +589,7 @@ TEST_CASE("a short training run matches the CPU's loss and accuracy", "[gpu]") {
   for (int epoch = 0; epoch < 3; ++epoch) {
     const auto order = shuffled_order(train.count, uint32_t(100 + epoch));
     for (Engine* e : std::initializer_list<Engine*>{cpu_e.get(), gpu_e.get()}) {
-      e->set_order(order);
+      e->set_order(order, 0);
       for (int64_t first = 0; first < train.count; first += batch)
         train_step(*e, first, int(std::min<int64_t>(batch, train.count - first)));
     }
@@ -621,9 +621,9 @@ TEST_CASE("misuse and impossible requests throw typed errors", "[gpu]") {
   CHECK_THROWS_AS(e->apply_optimizer(), RuntimeFailure);             // no step table
   e->set_step_table(constant_lr(0.01f));
   e->set_train_data(train);
-  CHECK_THROWS_AS(e->set_order({0, 1, 20}), RuntimeFailure);  // index out of range
-  CHECK_THROWS_AS(e->set_order({-1}), RuntimeFailure);
-  e->set_order(identity_order(20));
+  CHECK_THROWS_AS(e->set_order({0, 1, 20}, 0), RuntimeFailure);  // index out of range
+  CHECK_THROWS_AS(e->set_order({-1}, 0), RuntimeFailure);
+  e->set_order(identity_order(20), 0);
   CHECK_THROWS_AS(train_step(*e, 16, 8), RuntimeFailure);  // past the order's end
   CHECK_THROWS_AS(train_step(*e, 0, 9), RuntimeFailure);   // larger than the planned batch
   CHECK_NOTHROW(train_step(*e, 16, 4));

@@ -190,7 +190,7 @@ TEST_CASE("CPU engine: whole-network gradient matches finite differences",
   engine->set_eval_data(set);
   std::vector<int32_t> order(N);
   std::iota(order.begin(), order.end(), 0);
-  engine->set_order(order);
+  engine->set_order(order, 0);
   std::vector<float> params = initial_parameters(plan, 5);
   engine->set_parameters(params);
   engine->set_step_table({StepHyper{1.0f, 1.0f, 1.0f}});

@@ -46,6 +46,11 @@ class CpuEngine final : public Engine {
     // it shares its input's buffer (NCHW is already C,H,W-major per sample).
     const size_t L = plan.layers.size();
     input_.assign(size_t(batch_) * size_t(plan.input.size()), 0.0f);
+    if (options.augment.enabled()) {
+      augmented_.assign(size_t(batch_) * size_t(plan.input.size()), 0);
+      batch_positions_.resize(size_t(batch_));
+      std::iota(batch_positions_.begin(), batch_positions_.end(), 0);
+    }
     storage_.resize(L);
     grad_storage_.resize(L);
     act_.assign(L, nullptr);
@@ -113,11 +118,12 @@ class CpuEngine final : public Engine {
     check_shape(eval);
     eval_ = eval;
   }
-  void set_order(const std::vector<int32_t>& order) override {
+  void set_order(const std::vector<int32_t>& order, int epoch) override {
     for (int32_t i : order)
       if (i < 0 || i >= train_.count)
         throw Error("set_order: index " + std::to_string(i) + " outside the training set");
     order_ = order;
+    epoch_ = epoch;
   }
 
   void forward_backward(int64_t first, int count, float grad_scale) override {
@@ -125,9 +131,18 @@ class CpuEngine final : public Engine {
       throw Error("forward_backward: batch [" + std::to_string(first) + ", +" +
                   std::to_string(count) + ") outside the planned batch or the order");
     const int32_t* index = order_.data() + first;
-    cpu::gather_normalize(count, plan_.input.channels,
-                          int64_t(plan_.input.height) * plan_.input.width, train_.pixels.data(),
-                          index, options_.mean.data(), options_.std.data(), input_.data());
+    const int64_t plane = int64_t(plan_.input.height) * plan_.input.width;
+    if (options_.augment.enabled()) {
+      // Augment the raw images, then normalize them in batch order (identity index).
+      cpu::gather_augment(count, plan_.input.channels, plan_.input.height, plan_.input.width,
+                          train_.pixels.data(), index, epoch_, options_.augment, augmented_.data());
+      cpu::gather_normalize(count, plan_.input.channels, plane, augmented_.data(),
+                            batch_positions_.data(), options_.mean.data(), options_.std.data(),
+                            input_.data());
+    } else {
+      cpu::gather_normalize(count, plan_.input.channels, plane, train_.pixels.data(), index,
+                            options_.mean.data(), options_.std.data(), input_.data());
+    }
     for (int i = 0; i < count; ++i) labels_[size_t(i)] = train_.labels[size_t(index[i])];
     forward(count);
     const size_t last = plan_.layers.size() - 1;
@@ -293,6 +308,9 @@ class CpuEngine final : public Engine {
   std::vector<float*> act_, grad_;
   std::vector<std::vector<int32_t>> argmax_;
   std::vector<int32_t> labels_, predicted_, eval_index_, order_;
+  int epoch_ = 0;                         // the order's epoch: keys the augmentation draws
+  std::vector<uint8_t> augmented_;        // [batch, C, H, W] raw augmented images
+  std::vector<int32_t> batch_positions_;  // 0 .. batch-1
   ImageSet train_, eval_;
   TrainCounters counters_;
 };

@@ -51,7 +51,7 @@ CudaEngineImpl::CudaEngineImpl(const ModelPlan& plan, const EngineOptions& optio
   configure_cublas(precision_, cublas_);
   GT_CHECK(cudnnSetStream(cudnn_, stream_));
   layers_.emplace(plan_, precision_);
-  data_.emplace(plan_, batch_, stream_.get(), description_);
+  data_.emplace(plan_, batch_, opt_.augment, stream_.get(), description_);
 
   BatchPlan full = plan_convolutions(cudnn_, *layers_, batch_, conv_options(kConvWorkspaceCap));
 
@@ -205,9 +205,9 @@ void CudaEngineImpl::set_eval_data(const ImageSet& eval) {
   if (count > 0 && count % batch_ != 0) plan_for(int(count % batch_));
 }
 
-void CudaEngineImpl::set_order(const std::vector<int32_t>& order) {
+void CudaEngineImpl::set_order(const std::vector<int32_t>& order, int epoch) {
   DeviceScope scope(device_);
-  if (data_->set_order(order)) graph_.reset();
+  if (data_->set_order(order, epoch)) graph_.reset();
 }
 
 std::unique_ptr<CudaEngine> make_cuda_engine(const ModelPlan& plan, const EngineOptions& options) {

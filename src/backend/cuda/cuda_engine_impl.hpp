@@ -46,7 +46,7 @@ class CudaEngineImpl final : public CudaEngine {
   int64_t global_step() const override { return global_step_; }
   void set_train_data(const ImageSet& train) override;
   void set_eval_data(const ImageSet& eval) override;
-  void set_order(const std::vector<int32_t>& order) override;
+  void set_order(const std::vector<int32_t>& order, int epoch) override;
   void forward_backward(int64_t first, int count, float grad_scale) override;
   FlatBuffer gradients() override { return FlatBuffer{grads_.get(), plan_.parameter_count, true}; }
   void apply_optimizer() override;

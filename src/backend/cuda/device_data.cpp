@@ -11,8 +11,9 @@ namespace gputrain::cuda {
 
 namespace k = gputrain::kernels;
 
-DeviceData::DeviceData(const ModelPlan& plan, int batch, cudaStream_t stream, std::string device)
-    : plan_(plan), batch_(batch), stream_(stream), device_(std::move(device)) {}
+DeviceData::DeviceData(const ModelPlan& plan, int batch, const AugmentSpec& augment,
+                       cudaStream_t stream, std::string device)
+    : plan_(plan), batch_(batch), augment_(augment), stream_(stream), device_(std::move(device)) {}
 
 void DeviceData::plan_allocations(AllocationList& list) {
   list.add(mean_, size_t(plan_.input.channels), "normalization");
@@ -88,7 +89,7 @@ bool DeviceData::set_eval(const ImageSet& set) {
   return upload_images(set, eval_pixels_, eval_labels_, &eval_count_, "evaluation");
 }
 
-bool DeviceData::set_order(const std::vector<int32_t>& order) {
+bool DeviceData::set_order(const std::vector<int32_t>& order, int epoch) {
   if (train_count_ < 0) throw RuntimeFailure("set_order: no training data set");
   // Every index is checked on the host: the gather kernel trusts them (out of range = a wild read).
   for (size_t i = 0; i < order.size(); ++i)
@@ -107,6 +108,8 @@ bool DeviceData::set_order(const std::vector<int32_t>& order) {
     order_staging_.allocate(order.size());
   }
   order_size_ = order.size();
+  epoch_ = epoch;
+  device_first_ = -1;  // a new order (and epoch): the next step sets its state explicitly
   if (order.empty()) return moved;
   // The previous epoch's steps may still be queued and reading order_; the copy below is queued
   // after them on the same stream, so they see the old order and later steps the new one.
@@ -122,7 +125,7 @@ bool DeviceData::set_order(const std::vector<int32_t>& order) {
 void DeviceData::move_to(int64_t first, int64_t global_step) {
   if (first == device_first_) return;
   step_staging_free_.synchronize();  // the previous copy from the staging struct has run
-  step_staging_[0] = k::StepState{first, global_step};
+  step_staging_[0] = k::StepState{first, global_step, epoch_};
   GT_CHECK(cudaMemcpyAsync(step_state_.get(), step_staging_.get(), sizeof(k::StepState),
                            cudaMemcpyHostToDevice, stream_));
   step_staging_free_.record(stream_);
@@ -130,9 +133,17 @@ void DeviceData::move_to(int64_t first, int64_t global_step) {
 }
 
 void DeviceData::enqueue_train_batch(int n, float* out) const {
-  const int64_t plane = int64_t(plan_.input.height) * plan_.input.width;
+  const ActivationShape& in = plan_.input;
+  if (augment_.enabled()) {
+    k::launch_gather_batch_augmented(train_pixels_.get(), train_labels_.get(), order_.get(),
+                                     step_state_.get(), 0, n, in.channels, in.height, in.width,
+                                     augment_, mean_.get(), std_.get(), out, batch_labels_.get(),
+                                     stream_);
+    return;
+  }
+  const int64_t plane = int64_t(in.height) * in.width;
   k::launch_gather_batch(train_pixels_.get(), train_labels_.get(), order_.get(), step_state_.get(),
-                         0, n, plan_.input.channels, plane, mean_.get(), std_.get(), out,
+                         0, n, in.channels, plane, mean_.get(), std_.get(), out,
                          batch_labels_.get(), stream_);
 }
 

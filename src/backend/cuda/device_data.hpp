@@ -19,6 +19,7 @@
 
 #include "backend/cuda/allocation_plan.hpp"
 #include "backend/cuda/cuda_resources.hpp"
+#include "gputrain/augment.hpp"
 #include "gputrain/dataset.hpp"
 #include "gputrain/model.hpp"
 #include "launchers.hpp"
@@ -28,7 +29,9 @@ namespace gputrain::cuda {
 class DeviceData {
  public:
   // `device`: the engine's description, for out-of-memory messages.
-  DeviceData(const ModelPlan& plan, int batch, cudaStream_t stream, std::string device);
+  // `augment`: applied to training batches (never to evaluation chunks) when enabled.
+  DeviceData(const ModelPlan& plan, int batch, const AugmentSpec& augment, cudaStream_t stream,
+             std::string device);
 
   // Declares the fixed-size buffers (step state, batch labels, normalization).
   void plan_allocations(AllocationList& list);
@@ -40,7 +43,8 @@ class DeviceData {
   bool set_train(const ImageSet& set);
   bool set_eval(const ImageSet& set);
   // Checks every index, stages the order behind the queued steps. Returns true when it moved.
-  bool set_order(const std::vector<int32_t>& order);
+  // `epoch` goes to the device with the next step state (the augmentation draws read it there).
+  bool set_order(const std::vector<int32_t>& order, int epoch);
 
   // Makes the device's step state {first, step} before the next step, staging a copy only when
   // the device is not already there (each step's advance leaves it where the next one starts).
@@ -70,6 +74,8 @@ class DeviceData {
 
   const ModelPlan& plan_;
   int batch_ = 0;
+  AugmentSpec augment_;
+  int64_t epoch_ = 0;  // of the current order: staged into StepState::epoch by move_to
   cudaStream_t stream_ = nullptr;
   std::string device_;
 

@@ -40,6 +40,9 @@ struct KeyRow {
   // A mapping-valued key (train.early_stopping): its keys, which --set may address.
   std::vector<std::string> sub_keys = {};
 
+  // A mapping-valued key: its keys, which --set may address (data.augment.crop_padding).
+  std::vector<std::string> sub_keys = {};
+
   std::string path() const { return section.empty() ? key : section + "." + key; }
 };
 
@@ -333,6 +336,34 @@ void read_warmup_epochs(const Slot& s, Config& c) {
     s.ctx.fail(*s.value, s.path + ": " + json_number(c.schedule.warmup_epochs) +
                              " epochs of warmup is longer than the run (train.epochs: " +
                              std::to_string(c.train.epochs) + ")");
+// data.augment: none, or a mapping {crop_padding: P ≥ 0, hflip: bool, hflip_probability: [0, 1]}.
+const std::vector<std::string> kAugmentKeys = {"crop_padding", "hflip", "hflip_probability"};
+
+void read_augment(const Slot& s, Config& c) {
+  AugmentConfig& a = c.data.augment;
+  a = AugmentConfig{};
+  const Node* n = s.value;
+  if (!n || n->kind == Node::Kind::Null) return;
+  if (n->kind == Node::Kind::Scalar && n->scalar == "none") return;
+  if (n->kind != Node::Kind::Map)
+    s.ctx.fail(*n, s.path + ": expected none or a mapping of keys (" + join(kAugmentKeys) +
+                       "), got " + got(*n));
+  check_keys(s.ctx, *n, s.path, kAugmentKeys);
+  if (const Node* v = optional_value(n, "crop_padding"))
+    a.crop_padding = static_cast<int>(read_int(s.ctx, *v, s.path + ".crop_padding", 0, 1 << 20));
+  if (const Node* v = optional_value(n, "hflip")) a.hflip = read_bool(s.ctx, *v, s.path + ".hflip");
+  if (const Node* v = optional_value(n, "hflip_probability"))
+    a.hflip_probability =
+        read_double(s.ctx, *v, s.path + ".hflip_probability", "a number in [0, 1]",
+                    [](double x) { return x >= 0 && x <= 1; });
+}
+
+std::string write_augment(const Config& c) {
+  const AugmentConfig& a = c.data.augment;
+  if (!a.enabled()) return "none";
+  return "\n    crop_padding: " + std::to_string(a.crop_padding) +
+         "\n    hflip: " + (a.hflip ? "true" : "false") +
+         "\n    hflip_probability: " + json_number(a.hflip_probability);
 }
 
 bool is_cuda_index(const std::string& s) {
@@ -385,6 +416,7 @@ const std::vector<KeyRow>& rows() {
                [](Config& c) -> bool& { return c.data.skip_bad_images; }),
       {"data", "val_split", false, kMustMatch, read_val_split,
        [](const Config& c) { return std::to_string(c.data.val_split); }},
+      {"data", "augment", false, kMustMatch, read_augment, write_augment, kAugmentKeys},
       {"optimizer", "type", false, kMustMatch,
        [](const Slot& s, Config& c) {
          if (s.value) c.optimizer.type = read_choice(s.ctx, *s.value, s.path, {"sgd", "adamw"});

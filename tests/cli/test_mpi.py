@@ -50,11 +50,13 @@ def assert_close_weights(path_a, path_b, rel=REL):
         assert diff <= rel * scale, f"{name}: max |diff| {diff:.3g} > {rel} × max |w| {scale:.3g}"
 
 
-def assert_close_metrics(path_a, path_b, rel=REL):
+def assert_close_metrics(path_a, path_b, rel=REL,
+                         keys=("train_loss", "train_acc", "test_loss", "test_acc", "lr", "steps",
+                               "global_step")):
     a, b = h.read_metrics(path_a), h.read_metrics(path_b)
     assert [m["epoch"] for m in a] == [m["epoch"] for m in b]
     for ma, mb in zip(a, b):
-        for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "steps"):
+        for k in keys:
             assert mb[k] == pytest.approx(ma[k], rel=rel, abs=1e-7), (k, ma, mb)
 
 
@@ -106,7 +108,8 @@ def wait_for(path, timeout):
 
 
 def test_sigterm_to_mpirun_checkpoints_and_resumes_on_one_or_two_ranks(make_config, tmp_path):
-    cfg = make_config(epochs=3, batch_size=32, threads=1)
+    epochs = 8  # long enough that SIGTERM (after the first epoch) lands part way through
+    cfg = make_config(epochs=epochs, batch_size=32, threads=1)
     single(cfg, tmp_path / "full", tmp_path)
     out = tmp_path / "stopped"
     proc = subprocess.Popen(mpirun_cmd(2, ["train", "--config", cfg, "--out", out, "--quiet"]),
@@ -118,7 +121,6 @@ def test_sigterm_to_mpirun_checkpoints_and_resumes_on_one_or_two_ranks(make_conf
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (out / "metrics.jsonl").read_text().strip():
             time.sleep(0.05)
-        time.sleep(0.3)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
@@ -133,6 +135,9 @@ def test_sigterm_to_mpirun_checkpoints_and_resumes_on_one_or_two_ranks(make_conf
         assert marker not in stderr, stderr[-3000:]
     checkpoint = out / "checkpoint.safetensors"
     assert checkpoint.is_file(), stderr[-3000:]
+    # Written by the stop, part way through the run: not the end of the last epoch.
+    meta = h.read_safetensors(checkpoint).metadata
+    assert int(meta["epoch"]) < epochs, meta
 
     for ranks in (1, 2):
         resumed = tmp_path / f"resumed{ranks}"
@@ -144,7 +149,54 @@ def test_sigterm_to_mpirun_checkpoints_and_resumes_on_one_or_two_ranks(make_conf
             res = run_mpi(2, args, cwd=tmp_path)
             assert res.returncode == 0, h.describe(res)
         assert_close_weights(tmp_path / "full/model.safetensors", resumed / "model.safetensors")
-        assert_close_metrics(tmp_path / "full/metrics.jsonl", resumed / "metrics.jsonl")
+        # `steps` counts the steps of the invocation: fewer in the resumed epoch.
+        assert_close_metrics(tmp_path / "full/metrics.jsonl", resumed / "metrics.jsonl",
+                             keys=("train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                                   "global_step"))
+
+
+def rank_pids(mpirun_pid):
+    """{rank: pid} of the gputrain processes mpirun started (their OMPI_COMM_WORLD_RANK)."""
+    ranks = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != mpirun_pid:
+                continue
+            env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        for var in env:
+            if var.startswith(b"OMPI_COMM_WORLD_RANK="):
+                ranks[int(var.split(b"=", 1)[1])] = int(entry)
+    return ranks
+
+
+def test_a_dying_rank_ends_every_rank_promptly(make_config, tmp_path):
+    cfg = make_config(epochs=50, batch_size=32, threads=1)
+    proc = subprocess.Popen(mpirun_cmd(2, ["train", "--config", cfg, "--out", tmp_path / "out",
+                                           "--quiet"]),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=mpi_env())
+    try:
+        assert wait_for(tmp_path / "out/metrics.jsonl", 120), "the run never started"
+        ranks = rank_pids(proc.pid)
+        assert set(ranks) == {0, 1}, ranks
+        started = time.monotonic()
+        os.kill(ranks[1], signal.SIGKILL)
+        proc.communicate(timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert elapsed < 15, f"the other rank lived {elapsed:.1f} s after rank 1 died"
+    assert not any(os.path.exists(f"/proc/{pid}") and
+                   open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in ranks.values())
 
 
 def test_bad_config_fails_on_every_rank_with_one_message(make_config, tmp_path):

@@ -32,6 +32,8 @@ def mpirun_cmd(ranks, args):
 def mpi_env():
     env = dict(os.environ)
     env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+    # Containers (CI) often forbid the cross-process memory attach of the shared-memory transport.
+    env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
     return env
 
 

@@ -72,9 +72,18 @@ StopSignals::~StopSignals() {
   for (int sig : kStopSignals) signal(sig, SIG_DFL);
 }
 
+gputrain::dist::World* g_world = nullptr;
+
+int world_rank() {
+  return g_world ? g_world->rank() : 0;
+}
+
 void setup_logging(bool quiet, bool verbose) {
   auto logger = std::make_shared<spdlog::logger>("gputrain", std::make_shared<SplitSink>());
-  logger->set_pattern("[%H:%M:%S] %v");
+  const int rank = world_rank();
+  if (rank != 0) quiet = true;
+  logger->set_pattern(rank != 0 ? "[%H:%M:%S] rank " + std::to_string(rank) + ": %v"
+                                : std::string("[%H:%M:%S] %v"));
   logger->set_level(quiet     ? spdlog::level::warn
                     : verbose ? spdlog::level::debug
                               : spdlog::level::info);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/world.hpp"
 #include "gputrain/config.hpp"
 
 namespace gputrain::cli {
@@ -34,12 +35,19 @@ class StopSignals {
   StopSignals& operator=(const StopSignals&) = delete;
 };
 
+// ---- the processes of the run ----
+
+// Joined in main before any command runs: one process, or the ranks of an MPI launcher.
+extern gputrain::dist::World* g_world;
+// This process's rank (0 without a launcher): ranks other than 0 log warnings and errors only.
+int world_rank();
+
 // ---- logging ----
 
 // Info to stdout, warnings and errors to stderr (scripts can separate results from problems);
-// `quiet`: warnings and errors only; `verbose` (unless quiet): debug lines too (TrainObserver::
-// on_detail, e.g. the cuDNN algorithm choices). A stream whose reader went away is no longer
-// written.
+// `quiet`: warnings and errors only (always on ranks other than 0, whose lines start with their
+// rank); `verbose` (unless quiet): debug lines too (TrainObserver::on_detail, e.g. the cuDNN
+// algorithm choices). A stream whose reader went away is no longer written.
 void setup_logging(bool quiet, bool verbose = false);
 
 // ---- shared flags ----

@@ -33,6 +33,8 @@ int run_info(const InfoArgs& a) {
     return kExitOk;
   }
   std::printf("gputrain %s — %s\n", GPUTRAIN_VERSION, cuda_build_versions().c_str());
+  std::printf("world: %s; %s\n", g_world ? g_world->communicator().describe().c_str() : "1 process",
+              dist::collective_libraries().c_str());
   if (devices.empty()) {
     std::printf("no CUDA device found: %s (training runs on the CPU)\n", why.c_str());
     return kExitOk;

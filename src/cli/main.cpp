@@ -5,6 +5,7 @@
 //   129 SIGHUP, 130 SIGINT, 143 SIGTERM (training stopped after writing a checkpoint)
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -82,7 +83,8 @@ int run(int argc, char** argv) {
       "(CUDA) or the CPU",
       "gputrain"};
   app.set_version_flag("--version", std::string("gputrain ") + GPUTRAIN_VERSION + " (" +
-                                        cuda_build_versions() + ")");
+                                        cuda_build_versions() + "; " +
+                                        dist::collective_libraries() + ")");
   app.require_subcommand(1);
   app.footer(
       "\nExample:\n  gputrain train --config configs/fashion_mnist.yaml --out runs/fm\n\n"
@@ -148,25 +150,41 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
+// "gputrain: " alone, or "gputrain: rank 1: " on a data-parallel run's other ranks.
+std::string message_prefix() {
+  const int rank = world_rank();
+  return rank == 0 ? "gputrain: " : "gputrain: rank " + std::to_string(rank) + ": ";
+}
+
 int main(int argc, char** argv) {
   ignore_sigpipe();
+  std::unique_ptr<dist::World> world;
   try {
-    return run(argc, argv);
+    world = dist::World::join(&argc, &argv);
+    g_world = world.get();
+    const int code = run(argc, argv);
+    // On a failure the process leaves without MPI_Finalize: the launcher then ends the other
+    // ranks at once rather than letting them wait in a collective for this one.
+    if (code == kExitOk) world->finish();
+    return code;
   } catch (const gputrain::Interrupted& e) {
+    // Every rank stopped at the same step; rank 0 wrote the checkpoint and says so.
     end_progress_line();
-    std::fprintf(stderr, "gputrain: %s\n", one_line(e.what()).c_str());
+    if (world_rank() == 0) std::fprintf(stderr, "gputrain: %s\n", one_line(e.what()).c_str());
     return 128 + stop_signal();  // the shell's convention: 129 SIGHUP, 130 SIGINT, 143 SIGTERM
   } catch (const gputrain::UserError& e) {
+    // Every rank checks the same inputs and finds the same error: rank 0 alone reports it.
     end_progress_line();
-    std::fprintf(stderr, "gputrain: error: %s\n", one_line(e.what()).c_str());
+    if (world_rank() == 0)
+      std::fprintf(stderr, "gputrain: error: %s\n", one_line(e.what()).c_str());
     return kExitUsage;
   } catch (const std::bad_alloc&) {
     end_progress_line();
-    std::fprintf(stderr, "gputrain: error: out of memory\n");
+    std::fprintf(stderr, "%serror: out of memory\n", message_prefix().c_str());
     return kExitFailure;
   } catch (const std::exception& e) {
     end_progress_line();
-    std::fprintf(stderr, "gputrain: error: %s\n", one_line(e.what()).c_str());
+    std::fprintf(stderr, "%serror: %s\n", message_prefix().c_str(), one_line(e.what()).c_str());
     return kExitFailure;
   }
 }

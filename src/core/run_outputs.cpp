@@ -37,8 +37,8 @@ const char* const RunOutputs::kCheckpoint = "checkpoint.safetensors";
 const char* const RunOutputs::kMetrics = "metrics.jsonl";
 const char* const RunOutputs::kConfig = "config.yaml";
 
-RunOutputs::RunOutputs(std::string dir, bool overwrite, bool resuming_here)
-    : dir_(std::move(dir)), overwrite_(overwrite), resuming_here_(resuming_here) {
+RunOutputs::RunOutputs(std::string dir, bool overwrite, bool resuming_here, bool writes)
+    : dir_(std::move(dir)), overwrite_(overwrite), resuming_here_(resuming_here), writes_(writes) {
   if (dir_.empty()) dir_ = ".";
   if (overwrite_ || resuming_here_) return;
   for (const char* name : {kModel, kBestModel, kCheckpoint, kMetrics, kConfig})
@@ -57,6 +57,7 @@ std::string RunOutputs::path(const std::string& name) const {
 }
 
 void RunOutputs::prepare(const std::string& run_id, int keep_epochs) {
+  if (!writes_) return;
   ensure_directory(dir_);
   if (overwrite_ && !resuming_here_)
     for (const char* name : {kModel, kBestModel, kCheckpoint, kMetrics, kConfig})
@@ -91,10 +92,12 @@ void RunOutputs::prepare(const std::string& run_id, int keep_epochs) {
 }
 
 void RunOutputs::write_config(const std::string& yaml) {
+  if (!writes_) return;
   write_file_atomic(path(kConfig), yaml);
 }
 
 void RunOutputs::append_metrics(const std::string& json_line) {
+  if (!writes_) return;
   const std::string text = json_line + "\n";
   size_t done = 0;
   while (done < text.size()) {

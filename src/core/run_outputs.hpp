@@ -14,8 +14,10 @@ class MetricsLog;
 
 class RunOutputs {
  public:
-  // `resuming_here`: the run continues the checkpoint stored in this very folder.
-  RunOutputs(std::string dir, bool overwrite, bool resuming_here);
+  // `resuming_here`: the run continues the checkpoint stored in this very folder. `writes` false:
+  // the same checks, but prepare/write_config/append_metrics do nothing (a data-parallel run's
+  // ranks other than 0).
+  RunOutputs(std::string dir, bool overwrite, bool resuming_here, bool writes = true);
   ~RunOutputs();
   RunOutputs(const RunOutputs&) = delete;
   RunOutputs& operator=(const RunOutputs&) = delete;
@@ -41,7 +43,7 @@ class RunOutputs {
 
  private:
   std::string dir_;
-  bool overwrite_ = false, resuming_here_ = false;
+  bool overwrite_ = false, resuming_here_ = false, writes_ = true;
   int metrics_fd_ = -1;
 };
 

@@ -2,6 +2,7 @@
 // of epochs and steps, each step the engine's three phases with the communicator between them.
 #include "gputrain/trainer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -27,6 +28,23 @@ double seconds_since(Clock::time_point t0) {
 TrainCounters plus(const TrainCounters& a, const TrainCounters& b) {
   return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples,
                        a.grad_norm_sum + b.grad_norm_sum, a.grad_norm_steps + b.grad_norm_steps};
+}
+
+// This process's counters summed over every process (a data-parallel run's are per shard).
+TrainCounters reduced(Communicator& communicator, const TrainCounters& c) {
+  if (communicator.size() == 1) return c;
+  double v[3] = {c.loss_sum, double(c.correct), double(c.samples)};
+  communicator.all_reduce_sum(v, 3);
+  return TrainCounters{v[0], int64_t(v[1]), int64_t(v[2])};
+}
+
+// Rank `rank`'s contiguous part of `count` items: sizes differ by at most one, lower ranks first.
+struct Shard {
+  int64_t offset = 0, count = 0;
+};
+Shard shard_of(int64_t count, int rank, int ranks) {
+  const int64_t base = count / ranks, extra = count % ranks;
+  return Shard{rank * base + std::min<int64_t>(rank, extra), base + (rank < extra ? 1 : 0)};
 }
 
 std::string metrics_line(const EpochMetrics& m, int64_t global_step, const std::string& run_id) {
@@ -58,7 +76,9 @@ std::string metrics_line(const EpochMetrics& m, int64_t global_step, const std::
 struct Run {
   const TrainRequest& request;
   TrainObserver& observer;
-  Config config;  // as resolved: output.dir = the folder actually written
+  LocalCommunicator local;
+  Communicator& communicator;  // request.communicator, or this process alone
+  Config config;               // as resolved: output.dir = the folder actually written
   ModelPlan plan;
   std::vector<OptimizerStateInfo> optimizer_buffers;
   Normalization normalization;
@@ -72,14 +92,22 @@ struct Run {
   std::vector<StepHyper> step_table;
   ScheduleSpec schedule;
   int64_t total_steps = 0;
+  bool eval_sharded = false;
 
-  Run(const TrainRequest& r, TrainObserver& o) : request(r), observer(o), config(r.config) {}
+  Run(const TrainRequest& r, TrainObserver& o)
+      : request(r),
+        observer(o),
+        communicator(r.communicator ? *r.communicator : local),
+        config(r.config) {}
 
   void setup();
   void write_checkpoint(const TrainingState& s);
   [[noreturn]] void interrupt(int epoch, int64_t step, const TrainCounters& partial);
   NonFiniteLoss non_finite(int64_t from_step, int epoch) const;
   bool stop_requested() const { return request.stop && request.stop->load(); }
+  // Whether any rank saw a stop request: all ranks then stop at the same step.
+  bool stop_agreed() { return communicator.any(stop_requested()); }
+  bool writes_outputs() const { return communicator.rank() == 0; }
   // Trains one epoch from `first_step`; returns its counters (with `carried` added).
   TrainCounters train_epoch(int epoch, int64_t first_step, const TrainCounters& carried,
                             double* seconds);
@@ -102,6 +130,9 @@ void Run::setup() {
   std::string out = expand_home(!request.out_dir.empty() ? request.out_dir
                                 : resuming               ? parent_folder(resume_path)
                                                          : config.output_dir);
+  if (communicator.size() > 1)
+    observer.on_info("data-parallel run: rank " + std::to_string(communicator.rank()) + " of " +
+                     communicator.describe());
   plan = plan_model(config.model, config.source);
   const OptimizerSpec optimizer = optimizer_spec(config.optimizer);
   optimizer_buffers = optimizer_state(optimizer);
@@ -113,7 +144,8 @@ void Run::setup() {
     check_resume_compatible(config, resumed.state.config_yaml, resume_path);
   }
   const bool resuming_here = resuming && parent_folder(resume_path) == out;
-  outputs = std::make_unique<RunOutputs>(out, request.overwrite, resuming_here);
+  // Every rank checks the folder (same answer everywhere); rank 0 alone writes into it.
+  outputs = std::make_unique<RunOutputs>(out, request.overwrite, resuming_here, writes_outputs());
   LoadedWeights init;
   if (!init_path.empty()) init = load_weights(init_path, plan);
   const Dataset data = load_checked_data(config, plan, &observer);
@@ -151,10 +183,22 @@ void Run::setup() {
   state.config_yaml = to_yaml(config);
   weights_metadata = describing_metadata(state.config_yaml, data.class_names);
   engine->set_train_data(data.train);
-  engine->set_eval_data(data.test);
+  // Each rank scores its contiguous part of the test set; the counters are summed.
+  ImageSet eval_test = data.test;
+  if (communicator.size() > 1 && data.test.count >= communicator.size()) {
+    const Shard part = shard_of(data.test.count, communicator.rank(), communicator.size());
+    const int64_t size = data.test.image_size();
+    eval_test.count = part.count;
+    eval_test.pixels.assign(data.test.pixels.begin() + part.offset * size,
+                            data.test.pixels.begin() + (part.offset + part.count) * size);
+    eval_test.labels.assign(data.test.labels.begin() + part.offset,
+                            data.test.labels.begin() + part.offset + part.count);
+    eval_sharded = true;
+  }
+  engine->set_eval_data(eval_test);
   if (data.val.count > 0) {
-    test_set = data.test;
-    val_set = data.val;
+    test_set = eval_test;
+    val_set = data.val;  // every rank scores the whole split: no counters to sum
     observer.on_info("validation: " + std::to_string(data.val.count) +
                      " training images held out (data.val_split, chosen by train.seed)");
   }
@@ -174,6 +218,7 @@ void Run::setup() {
   engine->set_step_table(step_table);
   engine->set_global_step(state.global_step);
 
+  communicator.any(false);  // every rank has checked the output folder before rank 0 writes
   outputs->prepare(state.run_id, state.epoch);
   outputs->write_config("# gputrain run " + state.run_id + "\n" + state.config_yaml);
   // What the model is fed this epoch (augmented, before normalization), for a person to look at.
@@ -182,6 +227,7 @@ void Run::setup() {
 }
 
 void Run::write_checkpoint(const TrainingState& s) {
+  if (!writes_outputs()) return;
   std::vector<OptimizerStateBuffer> buffers;
   for (const OptimizerStateInfo& b : optimizer_buffers)
     buffers.push_back({b, engine->state(b.name)});
@@ -211,8 +257,6 @@ NonFiniteLoss Run::non_finite(int64_t from_step, int epoch) const {
 
 TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounters& carried,
                                double* seconds) {
-  LocalCommunicator local;
-  Communicator& communicator = request.communicator ? *request.communicator : local;
   const int log_interval = std::max(1, config.train.log_interval);
   engine->set_order(epoch_order(train_count, config.train.seed, epoch, config.train.shuffle),
                     epoch);
@@ -220,11 +264,25 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
   const auto start = Clock::now();
   int64_t last_checked_step = state.global_step;
   for (int64_t step = first_step; step < steps_per_epoch; ++step) {
-    if (stop_requested()) interrupt(epoch, step, plus(carried, engine->read_counters(false)));
+    if (stop_agreed())
+      interrupt(epoch, step, plus(carried, reduced(communicator, engine->read_counters(false))));
     const int64_t first = step * batch;
     const int count = int(std::min(batch, train_count - first));
+    // This rank's part of the global batch; the gradient of its loss sum over the global count,
+    // so that the all-reduced sum is the batch mean.
+    const Shard part = shard_of(count, communicator.rank(), communicator.size());
     try {
-      engine->forward_backward(first, count, float(count));
+      if (part.count > 0) {
+        engine->forward_backward(first + part.offset, int(part.count), float(count));
+      } else {
+        const FlatBuffer g = engine->gradients();  // a partial batch smaller than the world
+        if (g.on_device)
+          throw ConfigError("the last batch of an epoch (" + std::to_string(count) +
+                            " images) is smaller than the number of ranks (" +
+                            std::to_string(communicator.size()) +
+                            "); choose a train.batch_size that leaves more");
+        std::fill(g.data, g.data + g.count, 0.0f);
+      }
     } catch (const NonFiniteLoss& e) {
       throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
                           std::to_string(step + 1) + " (global step " +
@@ -237,14 +295,15 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
     observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);
     if ((step + 1) % log_interval == 0 && step + 1 < steps_per_epoch) {
       forward_warnings();
-      const TrainCounters c = plus(carried, engine->read_counters(false));
+      const TrainCounters c = plus(carried, reduced(communicator, engine->read_counters(false)));
       if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
       last_checked_step = state.global_step;
       observer.on_log(epoch + 1, step + 1, steps_per_epoch, c.loss_sum / double(c.samples),
                       double(c.correct) / double(c.samples));
     }
   }
-  const TrainCounters c = engine->read_counters(true);  // waits for the epoch's last step
+  // Waits for the epoch's last step.
+  const TrainCounters c = reduced(communicator, engine->read_counters(true));
   *seconds = seconds_since(start);
   if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
   return c;
@@ -281,7 +340,8 @@ bool Run::early_stop_after(const EpochMetrics& m) {
 // names weights that were not written).
 void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
   const std::vector<float> params = engine->parameters();
-  save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization, weights_metadata);
+  if (writes_outputs())
+    save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization, weights_metadata);
   const double score = m.has_val ? m.val_acc : m.test_acc;
   if (score > state.best_score) {
     state.best_score = score;
@@ -293,7 +353,8 @@ void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
     meta["best_test_acc"] = json_number(m.test_acc);
     if (m.has_val) meta["best_val_acc"] = json_number(m.val_acc);
     meta["run_id"] = state.run_id;
-    save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization, meta);
+    if (writes_outputs())
+      save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization, meta);
   }
   m.stopped_early = early_stop_after(m);
   state.stopped_early = m.stopped_early;
@@ -329,11 +390,21 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     train_seconds += seconds;
     samples_trained += c.samples;
     const TrainCounters total = plus(carried, c);
-    if (run.stop_requested()) run.interrupt(epoch, run.steps_per_epoch, total);
+    if (run.stop_agreed()) run.interrupt(epoch, run.steps_per_epoch, total);
     const double busy = run.engine->take_busy_percent();
     const auto eval_start = Clock::now();
-    const EvalResult eval = run.engine->evaluate(nullptr, request.stop);
-    if (eval.interrupted) run.interrupt(epoch, run.steps_per_epoch, total);
+    const bool alone = run.communicator.size() == 1;
+    // Several ranks: no rank leaves its part early on its own; they agree on stopping after it.
+    EvalResult eval = run.engine->evaluate(nullptr, alone ? request.stop : nullptr);
+    if (eval.interrupted || (!alone && run.stop_agreed()))
+      run.interrupt(epoch, run.steps_per_epoch, total);
+    if (run.eval_sharded) {
+      double v[3] = {eval.loss_sum, double(eval.correct), double(eval.samples)};
+      run.communicator.all_reduce_sum(v, 3);
+      eval.loss_sum = v[0];
+      eval.correct = int64_t(v[1]);
+      eval.samples = int64_t(v[2]);
+    }
     EpochMetrics m;
     if (run.val_set.count > 0) {
       const EvalResult val = run.evaluate_validation();
@@ -370,8 +441,9 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
   if (summary.epochs.empty()) {
     observer.on_info("the checkpoint is already at epoch " + std::to_string(state.epoch) + " of " +
                      std::to_string(run.config.train.epochs) + "; nothing to train");
-    save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
-                 run.normalization, run.weights_metadata);
+    if (run.writes_outputs())
+      save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
+                   run.normalization, run.weights_metadata);
   }
   // Read last: the description says so when the engine had to fall back to eager steps.
   summary.engine = run.engine->describe();

@@ -43,6 +43,11 @@ void CudaOptimizer::enqueue_update(float* params, const float* grads,
                          table_.get(), int64_t(table_size_), step, stream);
       break;
     }
+    case OptimizerKind::AdamW:
+      k::launch_adamw_step(int64_t(count_), params, grads, state("exp_avg").get(),
+                           state("exp_avg_sq").get(), k::make_adamw_constants(spec_), table_.get(),
+                           int64_t(table_size_), step, nullptr, stream);
+      break;
   }
 }
 

@@ -29,7 +29,8 @@ void CudaEngineImpl::enqueue_forward_backward(const BatchPlan& bp, int n, float 
   layers_->forward(c, bp, n);
   k::launch_softmax_xent(n, plan_.num_classes, layers_->logits(), data_->batch_labels(), grad_scale,
                          layers_->dlogits(), nullptr, train_loss_.get(), train_correct_.get(),
-                         nullptr, workspace_.get(), workspace_.bytes(), stream_);
+                         nullptr, workspace_.get(), workspace_.bytes(), stream_,
+                         opt_.label_smoothing);
   layers_->backward(c, bp, n);
   data_->enqueue_advance(n);
 }

@@ -37,10 +37,8 @@ struct KeyRow {
   int resume_may_change = 0;
   std::function<void(const Slot&, Config&)> read;
   std::function<std::string(const Config&)> write;  // the YAML value; "\n…" for a block
-  // A mapping-valued key (train.early_stopping): its keys, which --set may address.
-  std::vector<std::string> sub_keys = {};
-
-  // A mapping-valued key: its keys, which --set may address (data.augment.crop_padding).
+  // A mapping-valued key: its keys, which --set may address (train.early_stopping.patience,
+  // data.augment.crop_padding).
   std::vector<std::string> sub_keys = {};
 
   std::string path() const { return section.empty() ? key : section + "." + key; }
@@ -336,6 +334,8 @@ void read_warmup_epochs(const Slot& s, Config& c) {
     s.ctx.fail(*s.value, s.path + ": " + json_number(c.schedule.warmup_epochs) +
                              " epochs of warmup is longer than the run (train.epochs: " +
                              std::to_string(c.train.epochs) + ")");
+}
+
 // data.augment: none, or a mapping {crop_padding: P ≥ 0, hflip: bool, hflip_probability: [0, 1]}.
 const std::vector<std::string> kAugmentKeys = {"crop_padding", "hflip", "hflip_probability"};
 
@@ -469,6 +469,17 @@ const std::vector<KeyRow>& rows() {
           may_change_on_resume(4)),
       {"train", "early_stopping", false, kMustMatch, read_early_stopping, write_early_stopping,
        kEarlyStoppingKeys},
+      // Must match on resume: it changes the numerics of every step, so a run resumed in another
+      // mode would be neither run's numbers (start a new run from the weights with --init).
+      {"train", "precision", false, kMustMatch,
+       [](const Slot& s, Config& c) {
+         if (!s.value) return;
+         const std::string p = read_choice(s.ctx, *s.value, s.path, {"fp32", "tf32", "bf16"});
+         c.train.precision = p == "tf32"   ? Precision::Tf32
+                             : p == "bf16" ? Precision::Bf16
+                                           : Precision::Fp32;
+       },
+       [](const Config& c) { return std::string(precision_key(c.train.precision)); }},
       {"schedule", "type", false, kMustMatch, read_schedule_type,
        [](const Config& c) { return c.schedule.type; }},
       {"schedule", "step_size", false, kMustMatch, read_step_size,
@@ -489,17 +500,6 @@ const std::vector<KeyRow>& rows() {
       number_row(
           "loss", "label_smoothing", [](Config& c) -> double& { return c.loss.label_smoothing; },
           "a number in [0, 1)", [](double x) { return x >= 0 && x < 1; }),
-      // Must match on resume: it changes the numerics of every step, so a run resumed in another
-      // mode would be neither run's numbers (start a new run from the weights with --init).
-      {"train", "precision", false, kMustMatch,
-       [](const Slot& s, Config& c) {
-         if (!s.value) return;
-         const std::string p = read_choice(s.ctx, *s.value, s.path, {"fp32", "tf32", "bf16"});
-         c.train.precision = p == "tf32"   ? Precision::Tf32
-                             : p == "bf16" ? Precision::Bf16
-                                           : Precision::Fp32;
-       },
-       [](const Config& c) { return std::string(precision_key(c.train.precision)); }},
       string_row(
           "output", "dir", [](Config& c) -> std::string& { return c.output_dir; }, "a folder path",
           "", may_change_on_resume(2)),

@@ -3,6 +3,7 @@
 
 #include "cli/commands.hpp"
 #include "core/json.hpp"
+#include "gputrain/blas_info.hpp"
 #include "gputrain/engine.hpp"
 
 namespace gputrain::cli {
@@ -33,6 +34,9 @@ int run_info(const InfoArgs& a) {
     return kExitOk;
   }
   std::printf("gputrain %s — %s\n", GPUTRAIN_VERSION, cuda_build_versions().c_str());
+  // The BLAS the dynamic linker gave this process, and its threading (the CPU backend sets it up
+  // so that its OpenMP threads never oversubscribe the cores).
+  std::printf("cpu: %s\n", describe_blas().c_str());
   std::printf("world: %s; %s\n", g_world ? g_world->communicator().describe().c_str() : "1 process",
               dist::collective_libraries().c_str());
   if (devices.empty()) {

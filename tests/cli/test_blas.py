@@ -78,3 +78,15 @@ def test_default_blas_is_described(make_config, tmp_path):
     res, _ = train(make_config, tmp_path, "")
     match = BLAS_LINE.search(res.stdout + res.stderr)
     assert match and match.group(2) in VARIANTS.values(), h.describe(res)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_info_names_the_loaded_blas_and_its_threading(variant):
+    if variant not in available():
+        pytest.skip(f"{LIB_DIR / variant} is not installed here")
+    res = h.run_gputrain(["info"], env={"LD_LIBRARY_PATH": str(LIB_DIR / variant)})
+    h.assert_ok(res)
+    match = re.search(r"^cpu: OpenBLAS \d+\.\d+\.\d+ \(([a-z]+), \d+ threads?\)$", res.stdout,
+                      re.MULTILINE)
+    assert match, "no 'cpu: OpenBLAS x.y.z (threading, N threads)' line" + h.describe(res)
+    assert match.group(1) == VARIANTS[variant].split(",")[0], h.describe(res)

@@ -201,7 +201,9 @@ void JsonValue::dump_to(std::string& out) const {
       out += bool_ ? "true" : "false";
       break;
     case Type::Number:
-      if (integer_)
+      if (integer_ && int_ == 0 && std::signbit(number_))
+        out += "-0";  // read from "-0": an integer that keeps its sign, so that it dumps back
+      else if (integer_)
         out += std::to_string(int_);
       else
         out += single_ ? json_number(static_cast<float>(number_)) : json_number(number_);

@@ -80,6 +80,8 @@ TEST_CASE("parse_json keeps integers exact beyond 2^53 and flags non-integers", 
   CHECK_FALSE(parse_json("1e2").is_integer());
   CHECK(parse_json("1e2").as_number() == 100.0);
   CHECK(parse_json("-0").as_int64() == 0);
+  CHECK(parse_json("-0").dump() == "-0");  // and "-0.0" (a double) dumps as "-0" too: a fixed point
+  CHECK(parse_json(parse_json("-0.0").dump()).dump() == parse_json("-0.0").dump());
   CHECK(parse_json("1e-400").as_number() == 0.0);  // underflow rounds to zero
 }
 

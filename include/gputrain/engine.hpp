@@ -4,7 +4,8 @@
 // the host.
 //
 // A training step is three calls, so that a data-parallel run can all-reduce the gradients between
-// the second and the third (the trainer does; an engine never talks to other processes):
+// the first and the last (the trainer's gradient hook does, inside forward_backward: on a GPU it
+// is then part of the step's CUDA graph; an engine never talks to other processes):
 //   forward_backward(first, count, grad_scale)   gather + normalize the batch, forward, loss
 //                                                (counters), backward: gradients() = ∂(Σ
 //                                                loss)/scale
@@ -15,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,16 +39,27 @@ struct EngineOptions {
   OptimizerSpec optimizer;       // the update rule (its per-step values come from set_step_table)
   float label_smoothing = 0.0f;  // training loss: F.cross_entropy(label_smoothing=…); eval: plain
   Precision precision = Precision::Fp32;  // CUDA: conv/GEMM arithmetic; CPU: FP32 (it warns)
-  AugmentSpec augment;           // training batches only; evaluation never augments
+  AugmentSpec augment;                    // training batches only; evaluation never augments
 };
 
 // A backend's flat buffer (parameters layout: ModelPlan::parameter_count floats), for in-place work
-// by the caller such as an all-reduce. `on_device`: data is device memory of the engine's GPU.
+// by the caller such as an all-reduce. `on_device`: data is device memory of the engine's GPU
+// `device`, and work on it is ordered on the engine's `stream` (a cudaStream_t, opaque here so
+// that nothing outside the CUDA backend and src/dist needs CUDA's headers).
 struct FlatBuffer {
   float* data = nullptr;
   size_t count = 0;
   bool on_device = false;
+  void* stream = nullptr;
+  int device = -1;
 };
+
+// What an engine calls with its gradient buffer at the end of every forward_backward, once the
+// backward pass is enqueued: the trainer's data-parallel all-reduce. A device engine calls it on
+// the host while enqueuing the step, also while capturing the step as a CUDA graph (the hook's
+// work on buffer.stream is then part of the graph and runs at each replay): the hook may only
+// enqueue work on that stream, never wait for it. Engines know nothing of what it does.
+using GradientHook = std::function<void(const FlatBuffer& gradients)>;
 
 // Loss and accuracy accumulated over training steps since the last reset.
 struct TrainCounters {
@@ -98,6 +111,9 @@ class Engine {
   virtual void forward_backward(int64_t first, int count, float grad_scale) = 0;
   // The flat gradient buffer of the last forward_backward, for in-place work between the phases.
   virtual FlatBuffer gradients() = 0;
+  // Installs (or, empty, removes) the hook every later forward_backward ends with. Set before the
+  // first step: a CUDA engine captures its step graph with the hook in it.
+  virtual void set_gradient_hook(GradientHook hook) = 0;
   // One optimizer update of the parameters from gradients() with the step table's entry
   // [global_step()], then global_step() + 1.
   virtual void apply_optimizer() = 0;

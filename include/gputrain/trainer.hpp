@@ -55,7 +55,9 @@ struct TrainRequest {
   std::string init_path;    // weights to start from, or empty
   bool use_graph = true;
   const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT): checkpoint and stop
-  Communicator* communicator = nullptr;     // between the step's phases; null: this process alone
+  // The ranks of a launcher's job (data parallelism: the trainer sums gradients and counters
+  // through it, and logs the world first); null: this process alone.
+  Communicator* communicator = nullptr;
 };
 
 struct TrainSummary {

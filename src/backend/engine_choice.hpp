@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gputrain/engine.hpp"
 
@@ -17,8 +18,16 @@ struct EngineChoice {
 };
 
 // `device`: auto, cpu, cuda or cuda:N (the N-th GPU that CUDA_VISIBLE_DEVICES leaves visible).
-// Throws DeviceError when a GPU was asked for and cannot be used, ConfigError for another name.
+// `local_rank`: this process's rank among the data-parallel ranks on its machine (0 alone): with
+// cuda or auto it trains on GPU `local_rank` (gpu_index_for). Throws DeviceError when a GPU was
+// asked for and cannot be used, ConfigError for another name.
 EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
-                           const EngineOptions& options);
+                           const EngineOptions& options, int local_rank = 0);
+
+// The GPU a process takes for `device` (cuda, cuda:N or auto) among the `visible` ones: N when
+// cuda:N pins one; otherwise its local rank, so that the ranks on one node take distinct GPUs
+// 0, 1, … (a process alone takes GPU 0). Throws DeviceError when that GPU is not visible.
+int gpu_index_for(const std::string& device, int local_rank,
+                  const std::vector<DeviceInfo>& visible);
 
 }  // namespace gputrain

@@ -73,8 +73,27 @@ std::vector<DeviceInfo> cuda_devices(std::string* why_none) {
 #endif
 }
 
+int gpu_index_for(const std::string& device, int local_rank,
+                  const std::vector<DeviceInfo>& visible) {
+  const bool pinned = device.rfind("cuda:", 0) == 0;
+  if (pinned &&
+      (device.size() == 5 || device.find_first_not_of("0123456789", 5) != std::string::npos))
+    throw ConfigError("device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
+  const int index = pinned ? device_index(device) : local_rank;
+  if (index < int(visible.size())) return index;
+  if (pinned)
+    throw DeviceError("--device " + device + ": no such GPU: " + std::to_string(visible.size()) +
+                      " visible (" + visible_list(visible) +
+                      "; CUDA_VISIBLE_DEVICES selects and renumbers them)");
+  throw DeviceError("--device " + device + ": this rank is number " + std::to_string(local_rank) +
+                    " on its node and takes GPU cuda:" + std::to_string(local_rank) + ", but " +
+                    std::to_string(visible.size()) + " are visible (" + visible_list(visible) +
+                    "): start at most " + std::to_string(visible.size()) +
+                    " ranks per node, or pin each rank's GPU with --device cuda:N");
+}
+
 EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
-                           const EngineOptions& options) {
+                           const EngineOptions& options, int local_rank) {
   EngineChoice choice;
   if (device == "cpu") {
     choice.engine = make_cpu_engine(plan, options);
@@ -85,7 +104,6 @@ EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
   if (device != "cuda" && device != "auto" && !cuda_n)
     throw ConfigError("device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
   EngineOptions gpu_options = options;
-  gpu_options.device_index = device_index(device);
   std::string why;
   const auto devices = cuda_devices(&why);
   if (devices.empty()) {
@@ -99,10 +117,7 @@ EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
     choice.engine = make_cpu_engine(plan, options);
     return choice;
   }
-  if (gpu_options.device_index >= int(devices.size()))
-    throw DeviceError("--device " + device + ": no such GPU: " + std::to_string(devices.size()) +
-                      " visible (" + visible_list(devices) +
-                      "; CUDA_VISIBLE_DEVICES selects and renumbers them)");
+  gpu_options.device_index = gpu_index_for(device, local_rank, devices);
   const std::string missing = cuda_missing_feature(options);
   if (!missing.empty()) {
     if (device != "auto")

@@ -1,10 +1,14 @@
 // gputrain info: the build and the CUDA devices; --json: the devices as a JSON array for scripts.
 #include <cstdio>
+#include <string>
+#include <vector>
 
+#include "backend/engine_choice.hpp"
 #include "cli/commands.hpp"
 #include "core/json.hpp"
 #include "gputrain/blas_info.hpp"
 #include "gputrain/engine.hpp"
+#include "gputrain/errors.hpp"
 
 namespace gputrain::cli {
 
@@ -16,6 +20,27 @@ CLI::App* add_info_command(CLI::App& app, InfoArgs& a) {
   set_help_footer(cmd, "gputrain info --json", false);
   return cmd;
 }
+
+namespace {
+
+// The GPU that `train --device cuda` (or auto) gives this process: ranks on one node take
+// distinct GPUs by local rank.
+std::string rank_device(const std::vector<DeviceInfo>& devices) {
+  const int local_rank = g_world ? g_world->communicator().local_rank() : 0;
+  const int local_size = g_world ? g_world->communicator().local_size() : 1;
+  const std::string where = local_size > 1 ? " (local rank " + std::to_string(local_rank) + " of " +
+                                                 std::to_string(local_size) + ")"
+                                           : "";
+  if (devices.empty()) return "cpu (no CUDA device)" + where;
+  try {
+    const DeviceInfo& d = devices[size_t(gpu_index_for("cuda", local_rank, devices))];
+    return "cuda:" + std::to_string(d.index) + " " + d.name + where;
+  } catch (const DeviceError& e) {
+    return std::string("none: ") + e.what();
+  }
+}
+
+}  // namespace
 
 int run_info(const InfoArgs& a) {
   std::string why;
@@ -39,6 +64,7 @@ int run_info(const InfoArgs& a) {
   std::printf("cpu: %s\n", describe_blas().c_str());
   std::printf("world: %s; %s\n", g_world ? g_world->communicator().describe().c_str() : "1 process",
               dist::collective_libraries().c_str());
+  std::printf("this rank's device: %s\n", rank_device(devices).c_str());
   if (devices.empty()) {
     std::printf("no CUDA device found: %s (training runs on the CPU)\n", why.c_str());
     return kExitOk;

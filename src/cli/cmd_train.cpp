@@ -46,7 +46,7 @@ int run_train(const TrainArgs& a) {
   request.init_path = a.init;
   request.use_graph = !a.common.no_graph;
   request.stop = &g_stop_requested;
-  if (g_world) request.communicator = &g_world->communicator();
+  if (g_world && g_world->launched()) request.communicator = &g_world->communicator();
   if (!a.resume.empty() && !a.init.empty())
     throw UserError("--resume and --init exclude each other: a checkpoint already holds weights");
   ConsoleObserver observer(a.quiet || world_rank() != 0);

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "backend/engine_choice.hpp"
+#include "core/data_parallel.hpp"
 #include "core/json.hpp"
 #include "core/run_outputs.hpp"
 #include "core/run_setup.hpp"
@@ -28,23 +29,6 @@ double seconds_since(Clock::time_point t0) {
 TrainCounters plus(const TrainCounters& a, const TrainCounters& b) {
   return TrainCounters{a.loss_sum + b.loss_sum, a.correct + b.correct, a.samples + b.samples,
                        a.grad_norm_sum + b.grad_norm_sum, a.grad_norm_steps + b.grad_norm_steps};
-}
-
-// This process's counters summed over every process (a data-parallel run's are per shard).
-TrainCounters reduced(Communicator& communicator, const TrainCounters& c) {
-  if (communicator.size() == 1) return c;
-  double v[3] = {c.loss_sum, double(c.correct), double(c.samples)};
-  communicator.all_reduce_sum(v, 3);
-  return TrainCounters{v[0], int64_t(v[1]), int64_t(v[2])};
-}
-
-// Rank `rank`'s contiguous part of `count` items: sizes differ by at most one, lower ranks first.
-struct Shard {
-  int64_t offset = 0, count = 0;
-};
-Shard shard_of(int64_t count, int rank, int ranks) {
-  const int64_t base = count / ranks, extra = count % ranks;
-  return Shard{rank * base + std::min<int64_t>(rank, extra), base + (rank < extra ? 1 : 0)};
 }
 
 std::string metrics_line(const EpochMetrics& m, int64_t global_step, const std::string& run_id) {
@@ -78,7 +62,9 @@ struct Run {
   TrainObserver& observer;
   LocalCommunicator local;
   Communicator& communicator;  // request.communicator, or this process alone
-  Config config;               // as resolved: output.dir = the folder actually written
+  // Reduces the gradients (NCCL for a GPU's); the engine's gradient hook calls it every step.
+  Communicator* gradient_communicator = nullptr;
+  Config config;  // as resolved: output.dir = the folder actually written
   ModelPlan plan;
   std::vector<OptimizerStateInfo> optimizer_buffers;
   Normalization normalization;
@@ -130,9 +116,6 @@ void Run::setup() {
   std::string out = expand_home(!request.out_dir.empty() ? request.out_dir
                                 : resuming               ? parent_folder(resume_path)
                                                          : config.output_dir);
-  if (communicator.size() > 1)
-    observer.on_info("data-parallel run: rank " + std::to_string(communicator.rank()) + " of " +
-                     communicator.describe());
   plan = plan_model(config.model, config.source);
   const OptimizerSpec optimizer = optimizer_spec(config.optimizer);
   optimizer_buffers = optimizer_state(optimizer);
@@ -153,7 +136,10 @@ void Run::setup() {
                                         resume_path, data.train);
 
   EngineChoice choice =
-      choose_engine(config.device, plan, engine_options(config, normalization, request.use_graph));
+      choose_engine(config.device, plan, engine_options(config, normalization, request.use_graph),
+                    communicator.local_rank());
+  // Under a launcher the log's first line (data sets aside that report their loading).
+  if (request.communicator) observer.on_info(describe_rank(communicator, *choice.engine));
   if (!choice.info.empty()) observer.on_info(choice.info);
   if (!choice.warning.empty()) observer.on_warning(choice.warning);
   engine = std::move(choice.engine);
@@ -217,6 +203,7 @@ void Run::setup() {
   step_table = gputrain::step_table(optimizer, schedule, total_steps);
   engine->set_step_table(step_table);
   engine->set_global_step(state.global_step);
+  gradient_communicator = &connect_gradients(communicator, *engine, train_count, batch);
 
   communicator.any(false);  // every rank has checked the output folder before rank 0 writes
   outputs->prepare(state.run_id, state.epoch);
@@ -273,15 +260,14 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
     const Shard part = shard_of(count, communicator.rank(), communicator.size());
     try {
       if (part.count > 0) {
+        // Ends with the gradients' all-reduce (the engine's gradient hook).
         engine->forward_backward(first + part.offset, int(part.count), float(count));
       } else {
-        const FlatBuffer g = engine->gradients();  // a partial batch smaller than the world
-        if (g.on_device)
-          throw ConfigError("the last batch of an epoch (" + std::to_string(count) +
-                            " images) is smaller than the number of ranks (" +
-                            std::to_string(communicator.size()) +
-                            "); choose a train.batch_size that leaves more");
+        // A partial batch smaller than the world: no images here, zeros to the sum. Host memory
+        // only (connect_gradients refuses such a batch on GPUs).
+        const FlatBuffer g = engine->gradients();
         std::fill(g.data, g.data + g.count, 0.0f);
+        gradient_communicator->all_reduce_sum(g);
       }
     } catch (const NonFiniteLoss& e) {
       throw NonFiniteLoss("epoch " + std::to_string(epoch + 1) + ", step " +
@@ -289,7 +275,6 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
                           std::to_string(state.global_step + 1) + "): " + e.what() +
                           " — try a smaller optimizer.lr");
     }
-    communicator.all_reduce_sum(engine->gradients());
     engine->apply_optimizer();
     ++state.global_step;
     observer.on_step(epoch + 1, step + 1, steps_per_epoch, (step + 1) * batch);

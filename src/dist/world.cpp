@@ -9,6 +9,9 @@
 #ifdef GPUTRAIN_WITH_MPI
 #include <mpi.h>
 #endif
+#ifdef GPUTRAIN_WITH_NCCL
+#include "dist/nccl.hpp"
+#endif
 
 namespace gputrain::dist {
 namespace {
@@ -23,7 +26,10 @@ int env_int(const char* name, int fallback) {
   return v && *v ? std::atoi(v) : fallback;
 }
 
+}  // namespace
+
 #ifdef GPUTRAIN_WITH_MPI
+namespace {
 
 std::string mpi_library_version() {
   char text[MPI_MAX_LIBRARY_VERSION_STRING];
@@ -44,16 +50,60 @@ std::string mpi_library_version() {
   throw RuntimeFailure(std::string(call) + " failed: " + std::string(text, size_t(length)));
 }
 
-// MPI_COMM_WORLD: host buffers only (a CUDA engine's gradients need the NCCL communicator).
+}  // namespace
+
+// MPI_COMM_WORLD: host buffers; a CUDA engine's gradients go to the NCCL communicator it makes
+// for them (for_gradients).
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator() {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     library_ = mpi_library_version();
+    // The ranks that share this node's memory: their order picks each one's GPU.
+    MPI_Comm node = MPI_COMM_NULL;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node) ==
+            MPI_SUCCESS &&
+        node != MPI_COMM_NULL) {
+      MPI_Comm_rank(node, &local_rank_);
+      MPI_Comm_size(node, &local_size_);
+      MPI_Comm_free(&node);
+    } else {  // the launcher's word for it
+      local_rank_ = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+      local_size_ = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+    }
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
+  std::string device_library() const override {
+#ifdef GPUTRAIN_WITH_NCCL
+    return nccl_version();
+#else
+    return {};
+#endif
+  }
+  Communicator& for_gradients(const FlatBuffer& gradients) override {
+    if (!gradients.on_device) return *this;
+#ifdef GPUTRAIN_WITH_NCCL
+    // Under a launcher a CUDA engine's gradients always go through NCCL, one rank too: the
+    // path a multi-GPU run takes is the path a 1-rank run tests.
+    if (!nccl_) nccl_ = std::make_unique<NcclCommunicator>(*this, gradients.device);
+    return nccl_->for_gradients(gradients);
+#else
+    if (size_ == 1) return *this;  // nothing to reduce
+    throw DeviceError(
+        "training on several ranks with a CUDA engine needs a build with NCCL; this build "
+        "reduces host buffers only (use --device cpu)");
+#endif
+  }
+  // Before MPI_Finalize, after a run that succeeded everywhere.
+  void finish() {
+#ifdef GPUTRAIN_WITH_NCCL
+    if (nccl_) nccl_->finish();
+#endif
+  }
   std::string describe() const override {
     return "MPI (" + library_ + "), " + std::to_string(size_) + " rank" + (size_ == 1 ? "" : "s");
   }
@@ -89,13 +139,14 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::string library_;
+#ifdef GPUTRAIN_WITH_NCCL
+  std::unique_ptr<NcclCommunicator> nccl_;
+#endif
 };
 
 #endif  // GPUTRAIN_WITH_MPI
-
-}  // namespace
 
 bool launched_by_mpi() {
   return env_set("OMPI_COMM_WORLD_SIZE") || env_set("PMI_SIZE") || env_set("PMIX_RANK") ||
@@ -117,7 +168,9 @@ std::unique_ptr<World> World::join(int* argc, char*** argv) {
   if (already) {
     // Errors come back as codes (turned into exceptions) rather than aborting the job silently.
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    world->communicator_ = std::make_unique<MpiCommunicator>();
+    auto mpi = std::make_unique<MpiCommunicator>();
+    world->mpi_ = mpi.get();
+    world->communicator_ = std::move(mpi);
     return world;
   }
 #else
@@ -137,6 +190,7 @@ World::~World() = default;
 
 void World::finish() {
 #ifdef GPUTRAIN_WITH_MPI
+  if (mpi_) mpi_->finish();
   if (initialized_mpi_) {
     MPI_Finalize();
     initialized_mpi_ = false;
@@ -145,8 +199,10 @@ void World::finish() {
 }
 
 std::string collective_libraries() {
-#ifdef GPUTRAIN_WITH_MPI
-  return "MPI: " + mpi_library_version();
+#if defined(GPUTRAIN_WITH_NCCL)
+  return "MPI: " + mpi_library_version() + "; NCCL: " + nccl_version().substr(5);
+#elif defined(GPUTRAIN_WITH_MPI)
+  return "MPI: " + mpi_library_version() + "; NCCL support not built";
 #else
   return "MPI support not built";
 #endif

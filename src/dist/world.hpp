@@ -10,6 +10,8 @@
 
 namespace gputrain::dist {
 
+class MpiCommunicator;  // world.cpp, where MPI is built in
+
 // True when an MPI launcher started this process (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK or a
 // SLURM step's task count in the environment). Without one, nothing initializes MPI: gputrain runs
 // alone exactly as a build without MPI does.
@@ -26,6 +28,8 @@ class World {
   World(const World&) = delete;
   World& operator=(const World&) = delete;
 
+  // Started by an MPI launcher, and MPI built in: the communicator is MPI's (one rank too).
+  bool launched() const { return mpi_ != nullptr; }
   int rank() const { return communicator_->rank(); }
   int size() const { return communicator_->size(); }
   Communicator& communicator() { return *communicator_; }
@@ -37,10 +41,12 @@ class World {
  private:
   World() = default;
   std::unique_ptr<Communicator> communicator_;
+  MpiCommunicator* mpi_ = nullptr;  // communicator_ under a launcher (MPI built in)
   bool initialized_mpi_ = false;
 };
 
-// "MPI: Open MPI v4.1.4" / "MPI support not built" (and NCCL where built): for --version.
+// "MPI: Open MPI v4.1.4; NCCL: 2.28.9" / "MPI support not built": the collective libraries of
+// this build, with the versions of those loaded; for --version and `gputrain info`.
 std::string collective_libraries();
 
 }  // namespace gputrain::dist

@@ -87,6 +87,10 @@ def test_two_ranks_follow_the_single_process_run(batch_size, make_config, tmp_pa
     assert "rank 1" not in res.stdout
     first = res.stdout.splitlines()[0]
     assert "rank 0 of MPI (" in first and "2 ranks" in first, first
+    # ... this rank's device and what sums the gradients.
+    assert "this rank on cpu, 1 thread" in first, first
+    assert "(local rank 0 of 2 on this node)" in first, first
+    assert "gradients summed by MPI_Allreduce" in first, first
 
 
 def test_odd_batch_where_the_last_batch_is_smaller_than_the_world(make_config, tmp_path):

@@ -156,9 +156,11 @@ class CpuEngine final : public Engine {
     counters_.correct += correct;
     counters_.samples += count;
     backward(count);
+    if (gradient_hook_) gradient_hook_(gradients());  // done on return: host memory
   }
 
   FlatBuffer gradients() override { return FlatBuffer{grads_.data(), grads_.size(), false}; }
+  void set_gradient_hook(GradientHook hook) override { gradient_hook_ = std::move(hook); }
 
   void apply_optimizer() override {
     if (step_table_.empty()) throw Error("apply_optimizer: set_step_table comes first");
@@ -313,6 +315,7 @@ class CpuEngine final : public Engine {
   std::vector<int32_t> batch_positions_;  // 0 .. batch-1
   ImageSet train_, eval_;
   TrainCounters counters_;
+  GradientHook gradient_hook_;
 };
 
 }  // namespace

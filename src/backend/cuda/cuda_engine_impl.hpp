@@ -48,7 +48,10 @@ class CudaEngineImpl final : public CudaEngine {
   void set_eval_data(const ImageSet& eval) override;
   void set_order(const std::vector<int32_t>& order, int epoch) override;
   void forward_backward(int64_t first, int count, float grad_scale) override;
-  FlatBuffer gradients() override { return FlatBuffer{grads_.get(), plan_.parameter_count, true}; }
+  FlatBuffer gradients() override {
+    return FlatBuffer{grads_.get(), plan_.parameter_count, true, stream_.get(), device_};
+  }
+  void set_gradient_hook(GradientHook hook) override;
   void apply_optimizer() override;
   TrainCounters read_counters(bool reset) override;
   EvalResult evaluate(std::vector<float>* logits, const std::atomic<bool>* stop) override;
@@ -106,6 +109,7 @@ class CudaEngineImpl final : public CudaEngine {
   std::string capture_failure_;  // why capture failed (then every step runs eagerly)
   bool break_next_capture_ = false;
   std::vector<std::string> warnings_;
+  GradientHook gradient_hook_;  // the trainer's all-reduce, enqueued after backward (graph too)
 
   std::unique_ptr<NvmlSampler> nvml_;
 };

@@ -32,7 +32,15 @@ void CudaEngineImpl::enqueue_forward_backward(const BatchPlan& bp, int n, float 
                          nullptr, workspace_.get(), workspace_.bytes(), stream_,
                          opt_.label_smoothing);
   layers_->backward(c, bp, n);
+  // Enqueues (a data-parallel run's NCCL all-reduce of the gradients) on our stream: recorded
+  // into the graph when this runs inside a capture.
+  if (gradient_hook_) gradient_hook_(gradients());
   data_->enqueue_advance(n);
+}
+
+void CudaEngineImpl::set_gradient_hook(GradientHook hook) {
+  gradient_hook_ = std::move(hook);
+  graph_.reset();  // a step captured before holds the old hook's work
 }
 
 // Captures the full step (first time) and replays it. Capture records the step without running

@@ -26,7 +26,8 @@ EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
 
 // The GPU a process takes for `device` (cuda, cuda:N or auto) among the `visible` ones: N when
 // cuda:N pins one; otherwise its local rank, so that the ranks on one node take distinct GPUs
-// 0, 1, … (a process alone takes GPU 0). Throws DeviceError when that GPU is not visible.
+// 0, 1, … (a process alone takes GPU 0), or the only one visible when the launcher gave each rank
+// its own through CUDA_VISIBLE_DEVICES. Throws DeviceError when that GPU is not visible.
 int gpu_index_for(const std::string& device, int local_rank,
                   const std::vector<DeviceInfo>& visible);
 

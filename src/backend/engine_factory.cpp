@@ -81,6 +81,10 @@ int gpu_index_for(const std::string& device, int local_rank,
     throw ConfigError("device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
   const int index = pinned ? device_index(device) : local_rank;
   if (index < int(visible.size())) return index;
+  // One GPU visible to a rank that is not its node's first: a launcher gave each rank its own
+  // (SLURM's --gpus-per-task=1 sets CUDA_VISIBLE_DEVICES per task), so that one is this rank's.
+  // (Were it one GPU shared by the node's ranks, NCCL refuses two ranks on one device.)
+  if (!pinned && visible.size() == 1) return 0;
   if (pinned)
     throw DeviceError("--device " + device + ": no such GPU: " + std::to_string(visible.size()) +
                       " visible (" + visible_list(visible) +

@@ -103,6 +103,8 @@ TEST_CASE("ranks on one node take distinct GPUs by local rank unless cuda:N pins
     CHECK(gpu_index_for(device, 1, gpus(4)) == 1);
     CHECK(gpu_index_for(device, 3, gpus(4)) == 3);
   }
+  // A launcher that gives each rank its own GPU (CUDA_VISIBLE_DEVICES per task): the one it sees.
+  CHECK(gpu_index_for("cuda", 3, gpus(1)) == 0);
   // Pinned: the same GPU whatever the local rank.
   CHECK(gpu_index_for("cuda:2", 0, gpus(4)) == 2);
   CHECK(gpu_index_for("cuda:2", 3, gpus(4)) == 2);

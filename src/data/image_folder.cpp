@@ -314,6 +314,15 @@ Dataset load_image_folder_dataset(const std::string& dir, const ImageFolderOptio
   if (o.channels != 1 && o.channels != 3)
     throw DataError(dir + ": image folders give 1 (grey) or 3 (RGB) channels, model.input has " +
                     std::to_string(o.channels));
+  const auto start = std::chrono::steady_clock::now();
+  // The loading time in the messages: what the cache saves shows (listing and hashing included).
+  auto seconds = [&start] {
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f s", s);
+    return std::string(text);
+  };
   const fs::path root(dir);
   std::error_code ec;
   if (!fs::is_directory(root / "train", ec))
@@ -346,7 +355,7 @@ Dataset load_image_folder_dataset(const std::string& dir, const ImageFolderOptio
       cached.class_names == ds.class_names) {
     if (o.info)
       o.info("images from the cache " + cache_path + " (" + std::to_string(cached.train.count) +
-             " training, " + std::to_string(cached.test.count) + " test)");
+             " training, " + std::to_string(cached.test.count) + " test) in " + seconds());
     if (skipped_count > 0 && o.warning)
       o.warning(std::to_string(skipped_count) +
                 " unreadable images were skipped when the cache was built (data.skip_bad_images)");
@@ -400,14 +409,20 @@ Dataset load_image_folder_dataset(const std::string& dir, const ImageFolderOptio
           cache_settings(entry.path().string()) == settings)
         fs::remove(entry.path(), ec);
     }
+    bool cache_written = true;
     try {
       write_cache(cache_path, ds, settings, skipped.size());
     } catch (const IoError& e) {
+      cache_written = false;
       if (o.warning)
         o.warning(std::string("could not write the decoded-image cache (loading will decode "
                               "again next time): ") +
                   e.what());
     }
+    if (o.info)
+      o.info("decoded " + std::to_string(ds.train.count + ds.test.count) + " images from " + dir +
+             " in " + seconds() +
+             (cache_written ? " (cached for the next run in " + cache_path + ")" : ""));
   }
   apply_limit(ds.train, o.train_limit, "data.train_limit", (root / "train").string());
   apply_limit(ds.test, o.test_limit, "data.test_limit", (root / "test").string());

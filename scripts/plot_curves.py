@@ -53,6 +53,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("matplotlib is not installed (Debian: python3-matplotlib)", file=sys.stderr)
         return 3
@@ -74,6 +75,7 @@ def main():
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_lr, "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(", ".join(label for label, _ in runs))

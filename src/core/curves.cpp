@@ -50,6 +50,9 @@ pid_t spawn_plotter(const std::vector<std::string>& metrics, const std::string& 
     posix_spawn_file_actions_adddup2(&actions, o.err_fd, STDERR_FILENO);
   else
     posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+  // Nothing else of gputrain's: not the metrics file, and under mpirun not the launcher's sockets
+  // and pipes, which must close when this rank ends, not when its helper does.
+  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
   // gputrain ignores SIGPIPE and catches the stop signals: the helper gets the defaults back.
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);

@@ -117,7 +117,7 @@ def test_sigterm_to_mpirun_checkpoints_and_resumes_on_one_or_two_ranks(make_conf
     epochs = 60
     wide = [dict(layer) for layer in h.SMALL_LAYERS]
     wide[0]["out_channels"] = 96
-    cfg = make_config(epochs=epochs, batch_size=32, threads=1, layers=wide, curves=True)
+    cfg = make_config(epochs=epochs, batch_size=32, threads=1, layers=wide)
     single(cfg, tmp_path / "full", tmp_path)
     out = tmp_path / "stopped"
     proc = subprocess.Popen(mpirun_cmd(2, ["train", "--config", cfg, "--out", out, "--quiet"]),

@@ -3,7 +3,10 @@
 test and val where present), the learning rate on its own axis; several files overlay, each
 labelled by its folder. Written atomically (temporary file in the same folder, then rename).
 
-    plot_curves.py --out FILE.png METRICS.jsonl...
+    plot_curves.py --out FILE.png [--tmp TEMPFILE] METRICS.jsonl...
+
+--tmp names the temporary file (in FILE.png's folder): gputrain's per-epoch drawing passes it so
+that it can remove the file after killing a drawing that an interrupted run no longer waits for.
 
 Exit codes: 0 written; 2 a file missing or holding no metrics; 3 matplotlib is not installed."""
 
@@ -31,6 +34,7 @@ def read_metrics(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--tmp", help="the temporary file to write and rename (default: a new one)")
     ap.add_argument("metrics", nargs="+")
     args = ap.parse_args()
     runs = []
@@ -49,6 +53,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print("matplotlib is not installed (Debian: python3-matplotlib)", file=sys.stderr)
         return 3
@@ -70,12 +75,17 @@ def main():
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_lr, "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(", ".join(label for label, _ in runs))
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(prefix=".curves-", suffix=".png", dir=folder)
+    if args.tmp:
+        tmp = args.tmp
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=".curves-", suffix=".png", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png")

@@ -5,9 +5,10 @@
 #   scripts/setup.sh --minimal  build + data only (no Python/PyTorch for the test suites)
 set -euo pipefail
 
+# protobuf-compiler (protoc) compiles proto/tensorboard_event.proto for output.tensorboard.
 BUILD_PACKAGES=(g++ make cmake libcli11-dev libspdlog-dev catch2 libyaml-cpp-dev zlib1g-dev
                 libopenblas-openmp-dev nlohmann-json3-dev libpng-dev libturbojpeg0-dev libonnx-dev
-                libprotobuf-dev openmpi-bin libopenmpi-dev)
+                libprotobuf-dev protobuf-compiler openmpi-bin libopenmpi-dev)
 DATA_PACKAGES=(dataset-fashion-mnist)
 # The CLI and parity suites drive gputrain from Python; PyTorch is the parity oracle (Debian's
 # python3-torch: CPU-only, one package, no multi-GB CUDA wheels to fetch); PyYAML writes their

@@ -117,6 +117,10 @@ struct Config {
   ScheduleConfig schedule;
   LossConfig loss;
   std::string output_dir = "runs/default";
+  // curves.png in the run folder, redrawn after every epoch (scripts/plot_curves.py, matplotlib).
+  bool output_curves = true;
+  // TensorBoard event files in the run folder: scalars per log interval and per epoch.
+  bool output_tensorboard = false;
   std::string device = "auto";  // auto | cpu | cuda | cuda:N (the N-th visible GPU)
 };
 

@@ -1,5 +1,6 @@
 #include "core/run_outputs.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <ctime>
 #include <fstream>
 #include <random>
+#include <vector>
 
 #include "core/atomic_file.hpp"
 #include "core/json.hpp"
@@ -36,6 +38,8 @@ const char* const RunOutputs::kBestModel = "model_best.safetensors";
 const char* const RunOutputs::kCheckpoint = "checkpoint.safetensors";
 const char* const RunOutputs::kMetrics = "metrics.jsonl";
 const char* const RunOutputs::kConfig = "config.yaml";
+const char* const RunOutputs::kCurves = "curves.png";
+const char* const RunOutputs::kEventsPrefix = "events.out.tfevents.";
 
 RunOutputs::RunOutputs(std::string dir, bool overwrite, bool resuming_here, bool writes)
     : dir_(std::move(dir)), overwrite_(overwrite), resuming_here_(resuming_here), writes_(writes) {
@@ -59,10 +63,19 @@ std::string RunOutputs::path(const std::string& name) const {
 void RunOutputs::prepare(const std::string& run_id, int keep_epochs) {
   if (!writes_) return;
   ensure_directory(dir_);
-  if (overwrite_ && !resuming_here_)
-    for (const char* name : {kModel, kBestModel, kCheckpoint, kMetrics, kConfig})
+  if (overwrite_ && !resuming_here_) {
+    std::vector<std::string> names = {kModel, kBestModel, kCheckpoint, kMetrics, kConfig, kCurves};
+    // The earlier run's TensorBoard events too: TensorBoard would draw both runs as one.
+    if (DIR* folder = ::opendir(dir_.c_str())) {
+      while (const dirent* entry = ::readdir(folder))
+        if (std::strncmp(entry->d_name, kEventsPrefix, std::strlen(kEventsPrefix)) == 0)
+          names.push_back(entry->d_name);
+      ::closedir(folder);
+    }
+    for (const std::string& name : names)
       if (::unlink(path(name).c_str()) != 0 && errno != ENOENT)
         io_failed("remove", path(name), errno);
+  }
 
   const std::string metrics = path(kMetrics);
   // Keep the prefix of whole lines that belong to this run and to epochs the checkpoint covers;

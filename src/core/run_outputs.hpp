@@ -31,6 +31,8 @@ class RunOutputs {
   static const char* const kCheckpoint;
   static const char* const kMetrics;
   static const char* const kConfig;
+  static const char* const kCurves;        // output.curves (drawn by CurvePlotter)
+  static const char* const kEventsPrefix;  // output.tensorboard's files (EventWriter)
 
   // Creates the folder; with --overwrite, removes the earlier run's files; opens metrics.jsonl for
   // appending, keeping (when resuming here) only its whole lines of `run_id` up to epoch

@@ -10,6 +10,7 @@
 #include "backend/engine_choice.hpp"
 #include "core/data_parallel.hpp"
 #include "core/json.hpp"
+#include "core/run_charts.hpp"
 #include "core/run_outputs.hpp"
 #include "core/run_setup.hpp"
 #include "gputrain/errors.hpp"
@@ -72,7 +73,8 @@ struct Run {
   std::map<std::string, std::string> weights_metadata;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<RunOutputs> outputs;
-  ImageSet test_set, val_set;  // the engine's eval data is the test set between evaluations
+  std::unique_ptr<RunCharts> charts;  // an exception (an interrupt) abandons its drawing at once
+  ImageSet test_set, val_set;         // the engine's eval data is the test set between evaluations
   TrainingState state;
   int64_t train_count = 0, batch = 0, steps_per_epoch = 0;
   std::vector<StepHyper> step_table;
@@ -208,6 +210,8 @@ void Run::setup() {
   communicator.any(false);  // every rank has checked the output folder before rank 0 writes
   outputs->prepare(state.run_id, state.epoch);
   outputs->write_config("# gputrain run " + state.run_id + "\n" + state.config_yaml);
+  charts = std::make_unique<RunCharts>(config, *outputs, writes_outputs(),
+                                       [this](const std::string& w) { observer.on_warning(w); });
   // What the model is fed this epoch (augmented, before normalization), for a person to look at.
   write_image_grid_png(outputs->path("train_batch.png"),
                        preview_images(config, data.train, 64, state.epoch + 1));
@@ -283,8 +287,11 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
       const TrainCounters c = plus(carried, reduced(communicator, engine->read_counters(false)));
       if (!std::isfinite(c.loss_sum)) throw non_finite(last_checked_step + 1, epoch);
       last_checked_step = state.global_step;
-      observer.on_log(epoch + 1, step + 1, steps_per_epoch, c.loss_sum / double(c.samples),
-                      double(c.correct) / double(c.samples));
+      const double loss = c.loss_sum / double(c.samples);
+      const double acc = double(c.correct) / double(c.samples);
+      observer.on_log(epoch + 1, step + 1, steps_per_epoch, loss, acc);
+      charts->log(state.global_step, loss, acc,
+                  scheduled_lr(schedule, state.global_step - 1, total_steps));
     }
   }
   // Waits for the epoch's last step.
@@ -348,6 +355,7 @@ void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
   state.partial = {};
   write_checkpoint(state);
   outputs->append_metrics(metrics_line(m, state.global_step, state.run_id));
+  charts->epoch_done(m);
   forward_warnings();
   summary.epochs.push_back(m);
   observer.on_epoch(m);
@@ -430,6 +438,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
       save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
                    run.normalization, run.weights_metadata);
   }
+  run.charts->finish(request.stop);
   // Read last: the description says so when the engine had to fall back to eager steps.
   summary.engine = run.engine->describe();
   summary.best_test_acc = state.best_test_acc;

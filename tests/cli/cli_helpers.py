@@ -233,10 +233,12 @@ SMALL_LAYERS = [
 def config_text(data_dir, out_dir, layers=None, input_shape=(1, SIDE, SIDE), mean="auto",
                 std="auto", lr=0.05, momentum=0.9, weight_decay=0.0, epochs=3, batch_size=32,
                 seed=7, shuffle=True, threads=1, log_interval=20, device="cpu", train_limit=0,
-                test_limit=0, extra_train_lines=()):
+                test_limit=0, extra_train_lines=(), curves=False):
     """The suite's config as YAML text (tests/support/yaml_io.py: one key per line, layers as
     `- {type: relu}`, sections separated by a blank line); `extra_train_lines` are raw YAML lines
-    appended to the train section as written (e.g. a duplicate key)."""
+    appended to the train section as written (e.g. a duplicate key). output.curves is off unless
+    `curves`: drawing curves.png (matplotlib) at the end of each of the suite's many short runs
+    would add seconds to each; the tests of curves, signals and MPI turn it on."""
     sections = {
         "model": {"input": list(input_shape), "layers": SMALL_LAYERS if layers is None else layers},
         "data": {"format": "idx", "dir": str(data_dir), "train_limit": train_limit,
@@ -245,7 +247,7 @@ def config_text(data_dir, out_dir, layers=None, input_shape=(1, SIDE, SIDE), mea
                       "weight_decay": float(weight_decay), "nesterov": False},
         "train": {"epochs": epochs, "batch_size": batch_size, "seed": seed, "shuffle": shuffle,
                   "deterministic": False, "log_interval": log_interval, "threads": threads},
-        "output": {"dir": str(out_dir)},
+        "output": {"dir": str(out_dir), "curves": bool(curves)},
         "device": device,
     }
     chunks = []

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(MPIRUN is None and not os.environ.get("CI"),
                                 reason="mpirun not installed (apt-get install openmpi-bin)")
 REL = 1e-5
 RUN_FILES = ("model.safetensors", "model_best.safetensors", "checkpoint.safetensors",
-             "metrics.jsonl", "config.yaml", "train_batch.png")
+             "metrics.jsonl", "config.yaml", "train_batch.png", "curves.png")
 
 
 def mpirun_cmd(ranks, args):
@@ -69,7 +69,8 @@ def single(cfg, out, cwd, *extra):
 
 @pytest.mark.parametrize("batch_size", [32, 37])  # 2000 % 37 = 2: a partial last batch
 def test_two_ranks_follow_the_single_process_run(batch_size, make_config, tmp_path):
-    cfg = make_config(epochs=2, batch_size=batch_size, threads=1, log_interval=10)
+    cfg = make_config(epochs=2, batch_size=batch_size, threads=1, log_interval=10,
+                      curves=True)
     single(cfg, tmp_path / "one", tmp_path)
     workdir = tmp_path / "cwd"
     workdir.mkdir()

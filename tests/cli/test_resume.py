@@ -144,7 +144,7 @@ def interrupt(args, out, tmp_path, tag, after_s=1.5, sig=signal.SIGINT):
 def test_sigint_checkpoints_and_resume_equals_uninterrupted(interrupts, after_s, sig, make_config,
                                                             tmp_path):
     # A run far too long to finish: 1000 epochs of 125 small batches.
-    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9)
+    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9, curves=True)
     out = tmp_path / "interrupted"
     interrupt(["--config", cfg], out, tmp_path, "first", after_s=after_s, sig=sig)
     if interrupts == 2:  # interrupt the resumed run too
@@ -178,7 +178,7 @@ def test_sigint_mid_epoch_with_augmentation_resumes_bitwise(make_config, tmp_pat
     # Augmented images are keyed by (seed, epoch, sample): a resumed epoch draws the same crops
     # and flips as the uninterrupted one.
     augment = ["--set", "data.augment.crop_padding=2", "--set", "data.augment.hflip=true"]
-    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9)
+    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9, curves=True)
     out = tmp_path / "interrupted"
     interrupt(["--config", cfg, *augment], out, tmp_path, "first", after_s=1.5)
     metrics_path = out / "metrics.jsonl"

@@ -29,7 +29,7 @@ def run_with_closed_stream(cmd, cwd, which):
 
 def test_stdout_closed_by_head_still_finishes_the_run(make_config, tmp_path):
     # Three epochs and a log line every 5 steps: plenty written after the reader has gone.
-    cfg = make_config(epochs=3, log_interval=5)
+    cfg = make_config(epochs=3, log_interval=5, curves=True)
     out = tmp_path / "out"
     rc, first, stderr = run_with_closed_stream(
         [h.binary_path(), "train", "--config", cfg, "--out", out], tmp_path, "stdout")
@@ -44,7 +44,7 @@ def test_stdout_closed_by_head_still_finishes_the_run(make_config, tmp_path):
 
 
 def test_stdout_closed_gives_the_same_weights(make_config, tmp_path):
-    cfg = make_config(epochs=2, log_interval=5)
+    cfg = make_config(epochs=2, log_interval=5, curves=True)
     rc, _, _ = run_with_closed_stream(
         [h.binary_path(), "train", "--config", cfg, "--out", tmp_path / "piped"], tmp_path,
         "stdout")
@@ -56,7 +56,7 @@ def test_stdout_closed_gives_the_same_weights(make_config, tmp_path):
 
 
 def test_stderr_closed_still_finishes_the_run(make_config, tmp_path):
-    cfg = make_config(epochs=2, log_interval=5)
+    cfg = make_config(epochs=2, log_interval=5, curves=True)
     out = tmp_path / "out"
     rc, _, stdout = run_with_closed_stream(
         [h.binary_path(), "train", "--config", cfg, "--out", out], tmp_path, "stderr")
@@ -67,7 +67,7 @@ def test_stderr_closed_still_finishes_the_run(make_config, tmp_path):
 
 def test_shell_pipeline_into_head(make_config, tmp_path):
     """The literal pipeline of the issue: `gputrain train ... | head -1`."""
-    cfg = make_config(epochs=2, log_interval=5)
+    cfg = make_config(epochs=2, log_interval=5, curves=True)
     out = tmp_path / "out"
     script = (f"'{h.binary_path()}' train --config '{cfg}' --out '{out}' | head -1; "
               "exit ${PIPESTATUS[0]}")

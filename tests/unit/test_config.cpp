@@ -641,10 +641,10 @@ TEST_CASE("resume: only the schema's resume-free keys may differ from the checkp
   const Config then = parse_config(kBase, "ckpt.yaml");
   const std::string then_yaml = to_yaml(then);
   // Each of these may change on resume: no error.
-  for (const std::string& may_change :
-       std::vector<std::string>{"train.epochs=9", "output.dir=elsewhere", "device=cpu",
-                                "device=cuda:1", "train.threads=3", "train.log_interval=5",
-                                "train.deterministic=true", "data.dir=moved/data"}) {
+  for (const std::string& may_change : std::vector<std::string>{
+           "train.epochs=9", "output.dir=elsewhere", "device=cpu", "device=cuda:1",
+           "train.threads=3", "train.log_interval=5", "train.deterministic=true",
+           "data.dir=moved/data", "output.curves=false"}) {
     INFO(may_change);
     CHECK_NOTHROW(
         check_resume_compatible(parse_config(kBase, "cfg.yaml", {may_change}), then_yaml, "c.st"));
@@ -661,8 +661,8 @@ TEST_CASE("resume: only the schema's resume-free keys may differ from the checkp
   CHECK(msg ==
         "cfg.yaml: does not match the checkpoint 'runs/a/checkpoint.safetensors': the checkpoint "
         "has 'lr: 0.1', the config 'lr: 0.5' (only train.epochs, output.dir, device, "
-        "train.threads, train.log_interval, train.deterministic and data.dir may change on "
-        "resume)");
+        "train.threads, train.log_interval, train.deterministic, data.dir, output.curves and "
+        "output.tensorboard may change on resume)");
   for (const std::string& fixed : std::vector<std::string>{
            "train.seed=1", "train.batch_size=8", "data.train_limit=10",
            "model.layers.0.out_channels=5", "data.mean=[0.5]", "train.precision=bf16"}) {

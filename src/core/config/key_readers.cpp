@@ -215,4 +215,15 @@ std::string write_augment(const Config& c) {
          "\n    hflip_probability: " + json_number(a.hflip_probability);
 }
 
+void read_tensorboard(const Slot& s, Config& c) {
+  if (!s.value) return;
+  c.output_tensorboard = read_bool(s.ctx, *s.value, s.path);
+#ifndef GPUTRAIN_WITH_TENSORBOARD
+  if (c.output_tensorboard)
+    s.ctx.fail(*s.value, s.path +
+                             ": this gputrain was built without protobuf, expected false (install "
+                             "libprotobuf-dev and protobuf-compiler, then rebuild)");
+#endif
+}
+
 }  // namespace gputrain::config_rows

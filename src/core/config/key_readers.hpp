@@ -1,6 +1,6 @@
 // The readers and writers of the config keys that have more to check than a type and a range
 // (model.input/layers, optimizer.betas/weight_decay, schedule.*, data.val_split/augment,
-// train.early_stopping):
+// train.early_stopping, output.tensorboard):
 // functions the schema's rows in schema.cpp name. Slot is what a row's reader is given.
 #pragma once
 
@@ -42,5 +42,7 @@ void read_warmup_epochs(const Slot& s, Config& c);
 extern const std::vector<std::string> kAugmentKeys;
 void read_augment(const Slot& s, Config& c);
 std::string write_augment(const Config& c);
+// output.tensorboard: true only in a build with protobuf (GPUTRAIN_WITH_TENSORBOARD).
+void read_tensorboard(const Slot& s, Config& c);
 
 }  // namespace gputrain::config_rows

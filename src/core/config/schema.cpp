@@ -295,6 +295,11 @@ const std::vector<KeyRow>& rows() {
       string_row(
           "output", "dir", [](Config& c) -> std::string& { return c.output_dir; }, "a folder path",
           "", may_change_on_resume(2)),
+      bool_row(
+          "output", "curves", [](Config& c) -> bool& { return c.output_curves; },
+          may_change_on_resume(8)),
+      {"output", "tensorboard", false, may_change_on_resume(9), read_tensorboard,
+       [](const Config& c) { return std::string(c.output_tensorboard ? "true" : "false"); }},
       {"", "device", false, may_change_on_resume(3),
        [](const Slot& s, Config& c) {
          if (!s.value) return;

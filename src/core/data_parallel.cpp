@@ -29,7 +29,9 @@ std::string describe_rank(const Communicator& communicator, Engine& engine) {
     line += " (local rank " + std::to_string(communicator.local_rank()) + " of " +
             std::to_string(communicator.local_size()) + " on this node)";
   if (!library.empty()) return line + "; gradients summed by " + library + " in the step";
-  return line + (on_device ? "" : "; gradients summed by MPI_Allreduce");
+  // A CPU rank alone has nothing to sum (no hook: connect_gradients).
+  const bool summed = !on_device && communicator.size() > 1;
+  return line + (summed ? "; gradients summed by MPI_Allreduce" : "");
 }
 
 Communicator& connect_gradients(Communicator& communicator, Engine& engine, int64_t train_count,

@@ -169,6 +169,11 @@ int main(int argc, char** argv) {
     return code;
   } catch (const gputrain::Interrupted& e) {
     // Every rank stopped at the same step; rank 0 wrote the checkpoint and says so.
+    try {
+      if (world) world->wait_for_every_rank();
+    } catch (const std::exception&) {
+      // The stop stands; the launcher ends what is left.
+    }
     end_progress_line();
     if (world_rank() == 0) std::fprintf(stderr, "gputrain: %s\n", one_line(e.what()).c_str());
     return 128 + stop_signal();  // the shell's convention: 129 SIGHUP, 130 SIGINT, 143 SIGTERM

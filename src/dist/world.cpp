@@ -188,6 +188,15 @@ std::unique_ptr<World> World::join(int* argc, char*** argv) {
 
 World::~World() = default;
 
+void World::wait_for_every_rank() {
+#ifdef GPUTRAIN_WITH_MPI
+  if (mpi_ && size() > 1) {
+    const int rc = MPI_Barrier(MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) mpi_failed("MPI_Barrier", rc);
+  }
+#endif
+}
+
 void World::finish() {
 #ifdef GPUTRAIN_WITH_MPI
   if (mpi_) mpi_->finish();

@@ -37,6 +37,10 @@ class World {
   // on an error: a rank that leaves without it makes the launcher end the other ranks at once
   // instead of letting them wait for it.
   void finish();
+  // Returns when every rank has called it (MPI_Barrier; nothing in a world of one). After an
+  // agreed stop the other ranks wait here for rank 0's checkpoint: a rank that left first would
+  // make the launcher kill rank 0 part way through the write.
+  void wait_for_every_rank();
 
  private:
   World() = default;

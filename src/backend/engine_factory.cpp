@@ -39,13 +39,6 @@ std::string visible_list(const std::vector<DeviceInfo>& devices) {
   return out;
 }
 
-// What the CUDA engine cannot do yet (gradient clipping: its kernels exist and are tested under
-// the emulation, the engine does not call them yet); empty when it can run `options`.
-std::string cuda_missing_feature(const EngineOptions& options) {
-  if (options.optimizer.grad_clip > 0) return "optimizer.grad_clip";
-  return "";
-}
-
 }  // namespace
 
 bool cuda_compiled_in() {
@@ -122,17 +115,6 @@ EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
     return choice;
   }
   gpu_options.device_index = gpu_index_for(device, local_rank, devices);
-  const std::string missing = cuda_missing_feature(options);
-  if (!missing.empty()) {
-    if (device != "auto")
-      throw DeviceError("--device " + device + ": " + missing +
-                        " is not available on the CUDA backend yet (use --device cpu)");
-    choice.warning = missing +
-                     " is not available on the CUDA backend yet: training on the CPU, "
-                     "which is far slower";
-    choice.engine = make_cpu_engine(plan, options);
-    return choice;
-  }
 #ifdef GPUTRAIN_WITH_CUDA
   if (device != "auto") {
     choice.engine = cuda::make_cuda_engine(plan, gpu_options);

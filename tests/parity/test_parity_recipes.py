@@ -63,12 +63,15 @@ def make_schedulers(opt, schedule, steps_per_epoch, total_steps):
 
 def torch_recipe(init, x, y, *, batch, epochs, lr, optimizer="sgd", momentum=0.0, weight_decay=0.0,
                  nesterov=False, betas=(0.9, 0.999), eps=1e-8, schedule=None, label_smoothing=0.0,
-                 grad_clip=0.0):
+                 grad_clip=0.0, dtype=torch.float32):
     """Trains the tutorial net from `init` on x, y in order; returns (state as float64 numpy,
-    list of the global gradient norms, list of the lr of every step)."""
+    list of the global gradient norms, list of the lr of every step). dtype=torch.float64: the
+    same recipe in double, the exact trajectory that float32 runs approximate."""
     a = cases.ARCHS[ARCH]
     net = pl.SpecNet(a["input"], a["layers"])
     pl.load_state(net, init)
+    net = net.to(dtype)
+    x = x.to(dtype)
     net.train()
     params = list(net.parameters())
     if optimizer == "adamw":
@@ -132,12 +135,76 @@ RECIPES = {
 }
 
 
-def check_weights(case, tensors, ref, init, steps):
+# Why some cases cannot meet TRAJ_TOL, and what they are held to instead (measured on this CPU,
+# 2 threads, OpenBLAS; the figures of the issue-10 notes):
+#
+# 1. ReLU kinks. A batch of 64 puts ~2.4M pre-activations through ReLUs per step; about one of them
+#    lies within float32 rounding of 0, and any two float32 implementations (different summation
+#    orders) may put it on different sides. That passes or blocks one gradient term: the gradient
+#    of every layer before that ReLU moves by about one term of its sum (~1e-3 of its largest
+#    element), and an fc1 flip moves fc1.bias by several 1e-3 of its (small) scale. Measured: in
+#    sgd-constant-warmup PyTorch's own float32 run leaves its float64 run at step 13 (1.1e-4 ->
+#    2.8e-3, fc1.bias) while gputrain is still 5e-6 from float64; at step 16 all three are ~5.5e-3
+#    apart. grad-clip (6.1e-3) and label-smoothing (1.9e-4) likewise: gputrain's distance to
+#    PyTorch float32 equals PyTorch float32's own distance to float64 (ratio 1.0, 1.0, 1.0).
+#    Rule for SGD: a case over TRAJ_TOL passes if it is within 2x the distance between PyTorch's
+#    float32 and float64 runs of the same recipe (no float32 implementation can be expected closer
+#    to PyTorch than PyTorch is to exact arithmetic); the test measures that distance each time.
+#
+# 2. AdamW (the issue's "eps region"). The update lr * m/(sqrt(v) + eps) normalizes each element:
+#    an element whose gradient is near zero (a sum that cancels to ~its rounding error, or that a
+#    flipped ReLU changes) moves by up to ~lr whatever its gradient's size, so rounding-level
+#    differences become lr-sized weight differences in a few elements. Measured: adamw (eps 1e-8)
+#    differs from PyTorch by 2.1e-3, PyTorch float32 from float64 by 2.6e-3, with the same
+#    per-element distribution (median 5e-7, 99th percentile 2e-5 in both comparisons); for
+#    adamw-cosine-smoothing PyTorch float32 vs float64 is 9.4e-2 (gputrain vs PyTorch 1.4e-3). In
+#    adamw-wd (seed 22) one conv2 pre-activation of step 1 is 3.7e-8 (2.6e-8 of the layer's
+#    largest): gputrain's sums put it below 0; the float64 gradient with that single ReLU mask
+#    flipped equals gputrain's first gradient to 5e-7 (unflipped: 5e-4), and AdamW turns the flip
+#    into 1.2e-2 after 16 steps (2.1e-3 after step 1), while 1-ulp perturbations of the initial
+#    weights move PyTorch's own float32 run by 1e-4 .. 7e-4 (no flip that large) — the flip
+#    happened only in gputrain's rounding, since a BLAS build change (it was 5.9e-5 before).
+#    Float64 is no yardstick for AdamW (its eps region differs systematically), so AdamW cases are
+#    held to two bounds: worst element <= ADAMW_WORST_TOL, and the median element difference per
+#    tensor <= ADAMW_MEDIAN_TOL. The bulk of the elements (gradients well away from 0) follow
+#    PyTorch to float32 rounding; any wrong rule moves them all. Mutants of adamw-wd in PyTorch
+#    itself (weight decay 0.05 -> 0.04, lr x1.02, beta2 0.99 -> 0.995, eps 1e-6 -> 1e-7) give
+#    worst 0.41 .. 0.90 and median 2.7e-4 .. 8.6e-3; gputrain: worst <= 1.2e-2, median <= 6e-6.
+#    The bounds sit between the two, about 10x from the mutants and 4x from gputrain's figures.
+ADAMW_WORST_TOL = 5e-2
+ADAMW_MEDIAN_TOL = 3e-5
+SGD_SENSITIVITY_FACTOR = 2.0
+
+
+def median_rel(got, ref):
+    """Max over tensors of the median element |got - ref| / max|ref| (per tensor)."""
+    got, ref = pl.as_numpy_state(got), pl.as_numpy_state(ref)
+    return max(float(np.median(np.abs(got[k] - ref[k]))) / float(np.max(np.abs(ref[k]))) for k in ref)
+
+
+def check_weights(case, tensors, ref, init, steps, recipe, exact=None):
+    """gputrain's weights against PyTorch's float32 run `ref` of `recipe`. exact(): PyTorch's
+    float64 run of the same recipe, computed only when an SGD case is over TRAJ_TOL."""
     moved = min(pl.rel(ref[k], init[k]) for k in ref)
     assert moved >= 10 * TRAJ_TOL, f"{case}: the case must move every tensor beyond the tolerance"
     worst, where = pl.worst_rel(tensors, ref)
-    pl.report(f"recipe {case}", f"max rel weight diff after {steps} steps", worst, TRAJ_TOL, f"({where})")
-    assert worst <= TRAJ_TOL, f"{case}: weights differ from PyTorch's by {worst:.3g} ({where})"
+    what = f"max rel weight diff after {steps} steps"
+    if recipe.get("optimizer") == "adamw":
+        pl.report(f"recipe {case}", what, worst, ADAMW_WORST_TOL, f"({where}; AdamW, see above)")
+        median = pl.report(f"recipe {case}", "median element rel diff (worst tensor)",
+                           median_rel(tensors, ref), ADAMW_MEDIAN_TOL)
+        assert worst <= ADAMW_WORST_TOL, f"{case}: weights differ from PyTorch's by {worst:.3g} ({where})"
+        assert median <= ADAMW_MEDIAN_TOL, f"{case}: the median element differs by {median:.3g}"
+        return
+    if worst <= TRAJ_TOL:
+        pl.report(f"recipe {case}", what, worst, TRAJ_TOL, f"({where})")
+        return
+    sensitivity = pl.worst_rel(ref, exact())[0]
+    limit = SGD_SENSITIVITY_FACTOR * sensitivity
+    pl.report(f"recipe {case}", what, worst, limit,
+              f"({where}; over {TRAJ_TOL:.0e}: PyTorch float32 vs float64 {sensitivity:.3g})")
+    assert worst <= limit, (f"{case}: weights differ from PyTorch's by {worst:.3g} ({where}), more "
+                            f"than {SGD_SENSITIVITY_FACTOR}x PyTorch's own float32 error {sensitivity:.3g}")
 
 
 def inputs(env, n):
@@ -145,20 +212,7 @@ def inputs(env, n):
     return pl.normalize(x, cases.FASHION_MEAN, cases.FASHION_STD), torch.from_numpy(y)
 
 
-# Measured over the tolerance (open, see the issue-10 notes): AdamW with eps 1e-8 2.1e-3 and with
-# label smoothing 1.7e-3 (fc1.weight: the eps region, where m/sqrt(v) of near-zero gradients
-# amplifies float differences — with eps 1e-6, adamw-wd is 5.9e-5), plain label smoothing 1.9e-4.
-# Also over 1e-4 after the merge with the BLAS-threading and data-parallel changes (measured on the
-# merged main, CPU, 2 cores): adamw-wd 1.2e-2, sgd-constant-warmup 5.6e-3 (over on the recipes
-# branch alone too), grad-clip 6.1e-3, resume-in-warmup 3.0e-3 — not understood yet; the lr
-# sequences themselves equal PyTorch's (test_lr_sequence_equals_pytorch_schedulers).
-OVER_TOLERANCE = {"adamw", "adamw-cosine-smoothing", "label-smoothing", "adamw-wd",
-                  "sgd-constant-warmup", "grad-clip", "resume-in-warmup"}
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(reason="over 1e-4, under investigation", strict=False))
-    if c in OVER_TOLERANCE else c for c in RECIPES])
+@pytest.mark.parametrize("case", list(RECIPES))
 def test_recipe_trajectory(env, case):
     seed, n, batch, epochs, recipe = RECIPES[case]
     init_path, init = env.init_weights(ARCH, seed)
@@ -166,11 +220,11 @@ def test_recipe_trajectory(env, case):
     ref, _, _ = torch_recipe(init, x, y, batch=batch, epochs=epochs, **recipe)
     tensors, _ = pl.train(env.configs[ARCH], env.root / f"recipe-{case}", init=init_path,
                           **gputrain_settings(n, batch, epochs, **recipe))
-    check_weights(case, tensors, ref, init, epochs * -(-n // batch))
+    exact = lambda: torch_recipe(init, x, y, batch=batch, epochs=epochs, dtype=torch.float64,
+                                 **recipe)[0]
+    check_weights(case, tensors, ref, init, epochs * -(-n // batch), recipe, exact)
 
 
-@pytest.mark.xfail(reason="over 1e-4 on the merged main (see OVER_TOLERANCE), under "
-                   "investigation", strict=False)
 def test_grad_clip_active_on_some_steps(env):
     seed, n, batch, epochs = 29, 1024, 64, 1
     recipe = dict(lr=0.1, momentum=0.5)
@@ -186,7 +240,9 @@ def test_grad_clip_active_on_some_steps(env):
     out = env.root / "recipe-grad-clip"
     tensors, _ = pl.train(env.configs[ARCH], out, init=init_path,
                           **gputrain_settings(n, batch, epochs, grad_clip=clip, **recipe))
-    check_weights("grad-clip", tensors, ref, init, len(norms))
+    exact = lambda: torch_recipe(init, x, y, batch=batch, epochs=epochs, grad_clip=clip,
+                                 dtype=torch.float64, **recipe)[0]
+    check_weights("grad-clip", tensors, ref, init, len(norms), recipe, exact)
     # metrics.jsonl's grad_norm: the epoch's mean norm before clipping
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     r = pl.report("recipe grad-clip", "grad_norm mean rel diff",
@@ -194,8 +250,6 @@ def test_grad_clip_active_on_some_steps(env):
     assert r <= TRAJ_TOL, (last, norms)
 
 
-@pytest.mark.xfail(reason="over 1e-4 on the merged main (see OVER_TOLERANCE), under "
-                   "investigation", strict=False)
 def test_resume_in_the_middle_of_a_warmup(env):
     """4 epochs of 4 steps, a warmup of 3 epochs: early stopping (min_delta 1: nothing improves)
     ends the run after epoch 2, then after epoch 3, each time in the warmup; each stop is resumed
@@ -222,7 +276,7 @@ def test_resume_in_the_middle_of_a_warmup(env):
               float(len(stops)), note=str(stops))
     assert stops[:2] == [2, 3] and stops[-1] == epochs, stops
     tensors, _ = pl.safetensors_io.read(out / "model.safetensors")
-    check_weights("resume-in-warmup", tensors, ref, init, epochs * n // batch)
+    check_weights("resume-in-warmup", tensors, ref, init, epochs * n // batch, recipe)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -284,3 +338,57 @@ def test_lr_sequence_equals_pytorch_schedulers(env, name):
     assert worst <= LR_TOL, f"{name}: gputrain {lrs} vs PyTorch {want}"
     # the table's float32 entries are the double values rounded
     assert all(abs(s - d) <= 6e-8 * abs(d) for s, d in zip(stored, lrs)), (stored, lrs)
+
+
+# ------------------------------------------------------------------------------------------------
+# the explanation of adamw-wd's figure, checked: its first gradient is exact up to the ReLU kinks
+def relu_masks_gradient(init, x, y, flip=()):
+    """The tutorial net's gradient of F.cross_entropy in float64, with each pre-activation's ReLU
+    mask as computed except at `flip` ((layer, flat index) pairs, mask inverted); also returns the
+    pre-activations scaled by their layer's largest |value|."""
+    w = {k: torch.from_numpy(v).double().requires_grad_(True) for k, v in init.items()}
+    scaled = []
+
+    def relu(z, name):
+        mask = (z > 0).double().reshape(-1)
+        for layer, i in flip:
+            if layer == name:
+                mask[i] = 1.0 - mask[i]
+        scaled.append((name, (z.detach() / z.detach().abs().max()).reshape(-1)))
+        return z * mask.reshape(z.shape)
+
+    h = relu(F.conv2d(x.double(), w["conv1.weight"], w["conv1.bias"], padding=1), "conv1")
+    h = relu(F.conv2d(h, w["conv2.weight"], w["conv2.bias"], padding=1), "conv2")
+    h = relu(F.linear(h.reshape(h.shape[0], -1), w["fc1.weight"], w["fc1.bias"]), "fc1")
+    F.cross_entropy(F.linear(h, w["fc2.weight"], w["fc2.bias"]), y).backward()
+    return {k: v.grad.numpy() for k, v in w.items()}, scaled
+
+
+def test_first_gradient_is_exact_up_to_relu_kinks(env):
+    """adamw-wd's first batch: gputrain's gradient equals the float64 gradient to float32 rounding
+    once the ReLU decisions at pre-activations within float32 rounding of 0 are taken as gputrain
+    took them (on this machine one conv2 pre-activation, 2.6e-8 of its layer's largest, falls on
+    the other side: 5e-4 as computed, 5e-7 with that mask flipped). A wrong gradient matches
+    neither way."""
+    seed, n, batch, epochs, recipe = RECIPES["adamw-wd"]
+    init_path, init = env.init_weights(ARCH, seed)
+    x, y = inputs(env, batch)
+    # gputrain's first gradient: one SGD step with momentum from v = 0 leaves v = g exactly.
+    out = env.root / "recipe-adamw-wd-first-gradient"
+    pl.train(env.configs[ARCH], out, init=init_path,
+             **gputrain_settings(batch, batch, 1, lr=1e-9, momentum=0.9))
+    state, _ = pl.safetensors_io.read(out / "checkpoint.safetensors")
+    got = {k: state["momentum." + k] for k in init}
+    exact, scaled = relu_masks_gradient(init, x, y)
+    # The pre-activations within float32 rounding of 0 (relative to their layer's largest).
+    kinks = sorted((float(z.abs()[i]), name, int(i)) for name, z in scaled
+                   for i in torch.argsort(z.abs())[:4] if float(z.abs()[i]) < 3e-7)
+    best = pl.report("recipe first-gradient", "vs float64, ReLU decisions as computed",
+                     pl.worst_rel(got, exact)[0], note=f"({len(kinks)} pre-activations within "
+                     "float32 rounding of 0)")
+    for size, name, i in kinks:
+        flipped = relu_masks_gradient(init, x, y, flip=[(name, i)])[0]
+        best = min(best, pl.report("recipe first-gradient", f"vs float64 with the ReLU of {name}[{i}] "
+                                   "flipped", pl.worst_rel(got, flipped)[0],
+                                   note=f"(pre-activation {size:.2g} of the layer's largest)"))
+    assert best <= 2e-6, f"gputrain's first gradient matches no ReLU resolution of float64's: {best:.3g}"

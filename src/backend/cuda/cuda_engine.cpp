@@ -78,7 +78,7 @@ CudaEngineImpl::CudaEngineImpl(const ModelPlan& plan, const EngineOptions& optio
   // After cublasSetStream: setting the stream resets cuBLAS to its default workspace pool.
   GT_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.bytes()));
   data_->initialize(opt_.mean, opt_.std);
-  loss_host_.allocate(1);
+  loss_host_.allocate(2);  // the loss sum, the gradient norm sum (with clipping)
   count_host_.allocate(1);
 
   verify_convolutions(full, *layers_, pass_context(), opt_.deterministic);

@@ -95,7 +95,7 @@ class CudaEngineImpl final : public CudaEngine {
   DeviceBuffer<unsigned char> cublas_workspace_;
   DeviceBuffer<double> train_loss_, eval_loss_;
   DeviceBuffer<unsigned long long> train_correct_, eval_correct_, confusion_;
-  PinnedBuffer<double> loss_host_;
+  PinnedBuffer<double> loss_host_;  // [2]: loss sum, gradient norm sum (read_counters)
   PinnedBuffer<unsigned long long> count_host_;
 
   int64_t samples_ = 0;      // training samples since the last counter reset (host-side, exact)

@@ -16,6 +16,11 @@ CudaOptimizer::CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count)
 
 void CudaOptimizer::plan_allocations(AllocationList& list) {
   for (auto& [name, buffer] : state_) list.add(buffer, count_, name);
+  if (clipping()) {
+    list.add(clip_, 1, "gradient clipping");
+    list.add(norm_sum_, 1, "counters");
+    list.add(norm_workspace_, k::grad_norm_workspace_bytes(), "gradient norm workspace", false);
+  }
 }
 
 DeviceBuffer<float>& CudaOptimizer::state(const std::string& name) {
@@ -33,11 +38,28 @@ void CudaOptimizer::set_step_table(const std::vector<StepHyper>& table, cudaStre
   table_size_ = table.size();
 }
 
-void CudaOptimizer::enqueue_update(float* params, const float* grads,
-                                   const kernels::StepState* step, cudaStream_t stream) {
+void CudaOptimizer::enqueue_reset_norms(cudaStream_t stream) {
+  if (norm_sum_.bytes() > 0)
+    GT_CHECK(cudaMemsetAsync(norm_sum_.get(), 0, norm_sum_.bytes(), stream));
+  norm_steps_ = 0;
+}
+
+void CudaOptimizer::enqueue_update(float* params, float* grads, const kernels::StepState* step,
+                                   cudaStream_t stream) {
   if (table_size_ == 0) throw RuntimeFailure("apply_optimizer: set_step_table comes first");
+  // The gradients are complete here (the trainer's all-reduce, if any, came before): the norm, the
+  // scale and the norm sum go to device memory, which the update reads. No host wait.
+  const k::GradClip* clip = nullptr;
+  if (clipping()) {
+    k::launch_grad_norm(int64_t(count_), grads, spec_.grad_clip, clip_.get(), norm_sum_.get(),
+                        norm_workspace_.get(), norm_workspace_.bytes(), stream);
+    clip = clip_.get();
+    ++norm_steps_;
+  }
   switch (spec_.kind) {
     case OptimizerKind::Sgd: {
+      // SGD's kernel takes no GradClip: the gradients are scaled in place first (the CPU's order).
+      if (clip) k::launch_scale_gradients(int64_t(count_), grads, clip, stream);
       const k::SgdHyper constants{0.0f, spec_.momentum, spec_.weight_decay, spec_.nesterov ? 1 : 0};
       k::launch_sgd_step(int64_t(count_), params, grads, state("momentum").get(), constants,
                          table_.get(), int64_t(table_size_), step, stream);
@@ -46,7 +68,7 @@ void CudaOptimizer::enqueue_update(float* params, const float* grads,
     case OptimizerKind::AdamW:
       k::launch_adamw_step(int64_t(count_), params, grads, state("exp_avg").get(),
                            state("exp_avg_sq").get(), k::make_adamw_constants(spec_), table_.get(),
-                           int64_t(table_size_), step, nullptr, stream);
+                           int64_t(table_size_), step, clip, stream);
       break;
   }
 }

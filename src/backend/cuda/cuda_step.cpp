@@ -101,6 +101,8 @@ void CudaEngineImpl::forward_backward(int64_t first, int count, float grad_scale
 
 // The second phase: one kernel over the flat buffers, its lr from the step table entry of the
 // device's step count (advanced by forward_backward), so it needs nothing from the host either.
+// With optimizer.grad_clip, the global norm and the clipping scale are computed first, on the
+// complete (all-reduced) gradients, into device memory that the update reads.
 void CudaEngineImpl::apply_optimizer() {
   DeviceScope scope(device_);
   optimizer_.enqueue_update(params_.get(), grads_.get(), data_->step_state(), stream_);
@@ -113,16 +115,23 @@ TrainCounters CudaEngineImpl::read_counters(bool reset) {
                            cudaMemcpyDeviceToHost, stream_));
   GT_CHECK(cudaMemcpyAsync(count_host_.get(), train_correct_.get(), sizeof(unsigned long long),
                            cudaMemcpyDeviceToHost, stream_));
+  TrainCounters c;
+  if (optimizer_.clipping()) {
+    GT_CHECK(cudaMemcpyAsync(loss_host_.get() + 1, optimizer_.norm_sum(), sizeof(double),
+                             cudaMemcpyDeviceToHost, stream_));
+    c.grad_norm_steps = optimizer_.norm_steps();
+  }
   if (reset) {
     // Queued after the copies: steps enqueued later accumulate into the zeroed counters.
     GT_CHECK(cudaMemsetAsync(train_loss_.get(), 0, sizeof(double), stream_));
     GT_CHECK(cudaMemsetAsync(train_correct_.get(), 0, sizeof(unsigned long long), stream_));
+    optimizer_.enqueue_reset_norms(stream_);
   }
   stream_.synchronize();
-  TrainCounters c;
   c.loss_sum = loss_host_[0];
   c.correct = int64_t(count_host_[0]);
   c.samples = samples_;
+  if (optimizer_.clipping()) c.grad_norm_sum = loss_host_[1];
   if (reset) samples_ = 0;
   return c;
 }

@@ -40,13 +40,39 @@ std::string visible_list(const std::vector<DeviceInfo>& devices) {
 }
 
 // What the CUDA engine cannot do yet (gradient clipping: its kernels exist and are tested under
-// the emulation, the engine does not call them yet); empty when it can run `options`.
-std::string cuda_missing_feature(const EngineOptions& options) {
+// the emulation, the engine does not call them yet; the batchnorm2d / avgpool2d / global_avgpool /
+// dropout layers and weight decay masks: CPU ops only so far); empty when it can run them.
+std::string cuda_missing_feature(const ModelPlan& plan, const EngineOptions& options) {
   if (options.optimizer.grad_clip > 0) return "optimizer.grad_clip";
+  if (!weight_decay_mask(plan, options.optimizer).empty())
+    return "optimizer.decay_norm_and_bias: false";
+  for (const LayerPlan& l : plan.layers) switch (l.config.kind) {
+      case LayerKind::BatchNorm2d:
+        return "the batchnorm2d layer";
+      case LayerKind::AvgPool2d:
+        return "the avgpool2d layer";
+      case LayerKind::GlobalAvgPool:
+        return "the global_avgpool layer";
+      case LayerKind::Dropout:
+        return "the dropout layer";
+      default:
+        break;
+    }
   return "";
 }
 
 }  // namespace
+
+// Engines without layers that have buffers (model.hpp: BufferInfo) hold none.
+void Engine::set_buffers(const ModelBuffers& buffers) {
+  if (!buffers.values.empty() || !buffers.batches_tracked.empty())
+    throw Error("this engine does not support model buffers (batchnorm2d running statistics)");
+}
+ModelBuffers Engine::buffers() {
+  return {};
+}
+
+namespace {}  // namespace
 
 bool cuda_compiled_in() {
 #ifdef GPUTRAIN_WITH_CUDA
@@ -103,7 +129,7 @@ EngineChoice choose_engine(const std::string& device, const ModelPlan& plan,
     throw DeviceError("--device " + device + ": no such GPU: " + std::to_string(devices.size()) +
                       " visible (" + visible_list(devices) +
                       "; CUDA_VISIBLE_DEVICES selects and renumbers them)");
-  const std::string missing = cuda_missing_feature(options);
+  const std::string missing = cuda_missing_feature(plan, options);
   if (!missing.empty()) {
     if (device != "auto")
       throw DeviceError("--device " + device + ": " + missing +

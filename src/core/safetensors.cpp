@@ -88,12 +88,19 @@ struct Reader {
 struct Entry {
   NamedTensor tensor;
   uint64_t begin = 0, end = 0;
+  bool int64 = false;  // an I64 tensor: read into TensorFile::raw_tensors
 };
 
 }  // namespace
 
 const NamedTensor* TensorFile::find(const std::string& name) const {
   for (const auto& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const RawTensor* TensorFile::find_raw(const std::string& name) const {
+  for (const auto& t : raw_tensors)
     if (t.name == name) return &t;
   return nullptr;
 }
@@ -166,7 +173,8 @@ TensorFile read_safetensors(const std::string& path) {
     if (!shape) r.invalid(what + " has no shape");
     if (!offsets) r.invalid(what + " has no data_offsets");
     if (!dtype->is_string()) r.invalid(what + ": dtype is not a string");
-    if (dtype->as_string() != "F32") {
+    const bool int64 = dtype->as_string() == "I64";
+    if (dtype->as_string() != "F32" && !int64) {
       bool known = std::find(std::begin(kKnownDtypes), std::end(kKnownDtypes),
                              dtype->as_string()) != std::end(kKnownDtypes);
       r.invalid(what + " has " + (known ? "" : "unknown ") + "dtype " +
@@ -175,12 +183,14 @@ TensorFile read_safetensors(const std::string& path) {
 
     Entry e;
     e.tensor.name = key;
+    e.int64 = int64;
+    const uint64_t element_bytes = int64 ? 8 : 4;
     if (!shape->is_array()) r.invalid(what + ": shape is not an array");
     if (shape->as_array().size() > 16)
       r.invalid(what + " has " + std::to_string(shape->as_array().size()) + " dimensions");
     // Bounding each dimension and the running product by the data size keeps the product exact
     // (no overflow) and any later allocation no larger than the file.
-    const uint64_t max_elements = data_size / 4;
+    const uint64_t max_elements = data_size / element_bytes;
     uint64_t elements = 1;
     bool empty = false;
     for (size_t d = 0; d < shape->as_array().size(); ++d) {
@@ -203,10 +213,10 @@ TensorFile read_safetensors(const std::string& path) {
     if (e.end < e.begin)
       r.invalid(what + " data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                 "] end before they begin");
-    if (e.end - e.begin != elements * 4)
+    if (e.end - e.begin != elements * element_bytes)
       r.invalid(what + " data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                 "] span " + std::to_string(e.end - e.begin) + " bytes, but shape " + shape->dump() +
-                " in F32 needs " + std::to_string(elements * 4));
+                " in " + dtype->as_string() + " needs " + std::to_string(elements * element_bytes));
     entries.push_back(std::move(e));
   }
 
@@ -229,6 +239,17 @@ TensorFile read_safetensors(const std::string& path) {
 
   out.tensors.reserve(entries.size());
   for (Entry& e : entries) {
+    if (e.int64) {
+      RawTensor t;
+      t.name = std::move(e.tensor.name);
+      t.dtype = "I64";
+      t.shape = std::move(e.tensor.shape);
+      t.bytes.resize(static_cast<size_t>(e.end - e.begin));
+      if (!t.bytes.empty())
+        r.read_at(fd.get(), t.bytes.data(), t.bytes.size(), data_start + e.begin);
+      out.raw_tensors.push_back(std::move(t));
+      continue;
+    }
     e.tensor.values.resize(static_cast<size_t>((e.end - e.begin) / 4));
     if (!e.tensor.values.empty())
       r.read_at(fd.get(), e.tensor.values.data(), static_cast<size_t>(e.end - e.begin),
@@ -278,9 +299,9 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
     if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
       throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
                                   "'");
-    if (t.dtype != "U8" && t.dtype != "I32")
+    if (t.dtype != "U8" && t.dtype != "I32" && t.dtype != "I64")
       throw std::invalid_argument("write_safetensors: raw tensor '" + t.name + "' has dtype " +
-                                  t.dtype + ", expected U8 or I32");
+                                  t.dtype + ", expected U8, I32 or I64");
     uint64_t elements = 1;
     JsonValue shape = JsonValue::array();
     for (int64_t d : t.shape) {
@@ -289,7 +310,7 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
       elements *= static_cast<uint64_t>(d);
       shape.push_back(JsonValue(d));
     }
-    const uint64_t bytes = elements * (t.dtype == "U8" ? 1 : 4);
+    const uint64_t bytes = elements * (t.dtype == "U8" ? 1 : t.dtype == "I32" ? 4 : 8);
     if (bytes != t.bytes.size())
       throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' holds " +
                                   std::to_string(t.bytes.size()) + " bytes, its shape " +

@@ -1,6 +1,9 @@
 // See cuda_optimizer.hpp.
 #include "backend/cuda/cuda_optimizer.hpp"
 
+#include <string>
+#include <utility>
+
 #include "backend/cuda/cuda_check.hpp"
 #include "gputrain/errors.hpp"
 
@@ -8,14 +11,27 @@ namespace gputrain::cuda {
 
 namespace k = gputrain::kernels;
 
-CudaOptimizer::CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count)
-    : spec_(spec), count_(parameter_count) {
+CudaOptimizer::CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count,
+                             std::vector<uint8_t> decay_mask)
+    : spec_(spec), count_(parameter_count), decay_host_(std::move(decay_mask)) {
+  if (!decay_host_.empty() && decay_host_.size() != count_)
+    throw RuntimeFailure("CUDA engine: a weight decay mask of " +
+                         std::to_string(decay_host_.size()) + " entries for " +
+                         std::to_string(count_) + " parameters");
   for (const OptimizerStateInfo& info : optimizer_state(spec_))
     state_.emplace_back(info.name, DeviceBuffer<float>());
 }
 
 void CudaOptimizer::plan_allocations(AllocationList& list) {
   for (auto& [name, buffer] : state_) list.add(buffer, count_, name);
+  if (!decay_host_.empty()) list.add(decay_, count_, "weight decay mask", false);
+}
+
+void CudaOptimizer::initialize(cudaStream_t stream) {
+  if (decay_host_.empty()) return;
+  GT_CHECK(cudaMemcpyAsync(decay_.get(), decay_host_.data(), decay_.bytes(), cudaMemcpyHostToDevice,
+                           stream));
+  GT_CHECK(cudaStreamSynchronize(stream));  // the host copy may go away after this
 }
 
 DeviceBuffer<float>& CudaOptimizer::state(const std::string& name) {
@@ -40,13 +56,13 @@ void CudaOptimizer::enqueue_update(float* params, const float* grads,
     case OptimizerKind::Sgd: {
       const k::SgdHyper constants{0.0f, spec_.momentum, spec_.weight_decay, spec_.nesterov ? 1 : 0};
       k::launch_sgd_step(int64_t(count_), params, grads, state("momentum").get(), constants,
-                         table_.get(), int64_t(table_size_), step, stream);
+                         table_.get(), int64_t(table_size_), step, decay_.get(), stream);
       break;
     }
     case OptimizerKind::AdamW:
       k::launch_adamw_step(int64_t(count_), params, grads, state("exp_avg").get(),
                            state("exp_avg_sq").get(), k::make_adamw_constants(spec_), table_.get(),
-                           int64_t(table_size_), step, nullptr, stream);
+                           int64_t(table_size_), step, nullptr, decay_.get(), stream);
       break;
   }
 }

@@ -40,24 +40,10 @@ std::string visible_list(const std::vector<DeviceInfo>& devices) {
 }
 
 // What the CUDA engine cannot do yet (gradient clipping: its kernels exist and are tested under
-// the emulation, the engine does not call them yet; the batchnorm2d / avgpool2d / global_avgpool /
-// dropout layers and weight decay masks: CPU ops only so far); empty when it can run them.
+// the emulation, the engine does not call them yet); empty when it can run them.
 std::string cuda_missing_feature(const ModelPlan& plan, const EngineOptions& options) {
+  (void)plan;  // every layer kind has its CUDA lowering (backend/cuda/cuda_layers.cpp)
   if (options.optimizer.grad_clip > 0) return "optimizer.grad_clip";
-  if (!weight_decay_mask(plan, options.optimizer).empty())
-    return "optimizer.decay_norm_and_bias: false";
-  for (const LayerPlan& l : plan.layers) switch (l.config.kind) {
-      case LayerKind::BatchNorm2d:
-        return "the batchnorm2d layer";
-      case LayerKind::AvgPool2d:
-        return "the avgpool2d layer";
-      case LayerKind::GlobalAvgPool:
-        return "the global_avgpool layer";
-      case LayerKind::Dropout:
-        return "the dropout layer";
-      default:
-        break;
-    }
   return "";
 }
 

@@ -249,3 +249,19 @@ TEST_CASE("buffers round-trip through weights files, num_batches_tracked as I64"
   testing::expect_error<WeightsError>([&] { load_weights(extra, plan); },
                                       {"unexpected tensor 'bn9.num_batches_tracked'"});
 }
+
+TEST_CASE("the shipped batch-norm configs load and plan", "[config][layers]") {
+  // The repository from this file's path (tests may run from any working directory).
+  std::string root = __FILE__;
+  root = root.substr(0, root.rfind("/tests/"));
+  for (const char* name : {"configs/fashion_mnist_bn.yaml", "configs/cifar10_bn.yaml"}) {
+    INFO(name);
+    const Config c = load_config(root + "/" + name);
+    const ModelPlan plan = plan_model(c.model, c.source);
+    CHECK(plan.num_classes == 10);
+    CHECK(plan.batchnorm_count >= 2);
+    CHECK(c.data.augment.enabled());
+    CHECK_FALSE(c.optimizer.decay_norm_and_bias);
+    CHECK(c.loss.label_smoothing == 0.1);
+  }
+}

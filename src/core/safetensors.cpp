@@ -269,33 +269,11 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   }
   std::set<std::string> names;
   uint64_t offset = 0;
-  for (const NamedTensor& t : file.tensors) {
-    if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
-      throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
-                                  "'");
-    uint64_t elements = 1;
-    JsonValue shape = JsonValue::array();
-    for (int64_t d : t.shape) {
-      if (d < 0)
-        throw std::invalid_argument("write_safetensors: negative dimension in '" + t.name + "'");
-      elements *= static_cast<uint64_t>(d);
-      shape.push_back(JsonValue(d));
-    }
-    if (elements != t.values.size())
-      throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' holds " +
-                                  std::to_string(t.values.size()) + " values, its shape " +
-                                  shape.dump() + " needs " + std::to_string(elements));
-    JsonValue info = JsonValue::object();
-    info.set("dtype", JsonValue("F32"));
-    info.set("shape", std::move(shape));
-    JsonValue offsets = JsonValue::array();
-    offsets.push_back(JsonValue(offset));
-    offset += elements * 4;
-    offsets.push_back(JsonValue(offset));
-    info.set("data_offsets", std::move(offsets));
-    header.set(t.name, std::move(info));
-  }
-  for (const RawTensor& t : file.raw_tensors) {
+  // The reference writer orders tensors by alignment, largest first, so that every tensor's data
+  // starts aligned to its element size in the file (loaders that view the bytes in place need it):
+  // the 8-byte I64 tensors, then F32, then I32 and U8.
+  auto i64_first = [](const RawTensor& t) { return t.dtype == "I64"; };
+  auto add_raw = [&](const RawTensor& t) {
     if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
       throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
                                   "'");
@@ -324,7 +302,37 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
     offsets.push_back(JsonValue(offset));
     info.set("data_offsets", std::move(offsets));
     header.set(t.name, std::move(info));
+  };
+  for (const RawTensor& t : file.raw_tensors)
+    if (i64_first(t)) add_raw(t);
+  for (const NamedTensor& t : file.tensors) {
+    if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
+      throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
+                                  "'");
+    uint64_t elements = 1;
+    JsonValue shape = JsonValue::array();
+    for (int64_t d : t.shape) {
+      if (d < 0)
+        throw std::invalid_argument("write_safetensors: negative dimension in '" + t.name + "'");
+      elements *= static_cast<uint64_t>(d);
+      shape.push_back(JsonValue(d));
+    }
+    if (elements != t.values.size())
+      throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' holds " +
+                                  std::to_string(t.values.size()) + " values, its shape " +
+                                  shape.dump() + " needs " + std::to_string(elements));
+    JsonValue info = JsonValue::object();
+    info.set("dtype", JsonValue("F32"));
+    info.set("shape", std::move(shape));
+    JsonValue offsets = JsonValue::array();
+    offsets.push_back(JsonValue(offset));
+    offset += elements * 4;
+    offsets.push_back(JsonValue(offset));
+    info.set("data_offsets", std::move(offsets));
+    header.set(t.name, std::move(info));
   }
+  for (const RawTensor& t : file.raw_tensors)
+    if (!i64_first(t)) add_raw(t);
   std::string text = header.dump();
   // Padding to 8 bytes keeps the tensor data aligned for readers that map the file.
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -336,10 +344,14 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   parts.reserve(file.tensors.size() + 2);
   parts.emplace_back(reinterpret_cast<const char*>(len), 8);
   parts.emplace_back(text);
+  for (const RawTensor& t : file.raw_tensors)
+    if (i64_first(t))
+      parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
   for (const NamedTensor& t : file.tensors)
     parts.emplace_back(reinterpret_cast<const char*>(t.values.data()), t.values.size() * 4);
   for (const RawTensor& t : file.raw_tensors)
-    parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
+    if (!i64_first(t))
+      parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
   write_file_atomic(path, parts);
 }
 

@@ -57,7 +57,7 @@ inline SgdHyper make_sgd_hyper(const cpu::SgdParams& p) {
 struct StepState {
   int64_t first = 0;  // position in `order` of the next batch's first sample
   int64_t step = 0;   // the global step, +1 per forward_backward: the optimizer's table index + 1
-  int64_t epoch = 0;  // the order's epoch (set with the order): keys the augmentation draws
+  int64_t epoch = 0;  // the order's epoch (set with the order): keys augmentation and dropout
 };
 
 // ---- bias + activation (kernels/bias_act.cu) ----------------------------------------------------
@@ -102,6 +102,64 @@ void launch_maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, i
 void launch_maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* argmax,
                                float* dx, cudaStream_t stream);
 
+// ---- average pooling (kernels/avgpool.cu) -------------------------------------------------------
+
+// y [N,C,Ho,Wo] = mean over each kernel×kernel window (stride, no padding, floor mode) of
+// x [N,C,H,W] (cpu::avgpool2d_forward): the window summed in row-major order, then / kernel².
+void launch_avgpool2d_forward(const PoolGeometry& g, const float* x, float* y, cudaStream_t stream);
+// dx [N,C,H,W] = Σ dy/kernel² over the windows containing each input (cpu::avgpool2d_backward).
+// Each input element gathers in row-major window order: deterministic, bitwise the CPU's.
+void launch_avgpool2d_backward(const PoolGeometry& g, const float* dy, float* dx,
+                               cudaStream_t stream);
+// y [n, c] = mean of x [n, c, plane] over the plane (cpu::global_avgpool_forward); plane >= 1.
+void launch_global_avgpool_forward(int n, int channels, int64_t plane, const float* x, float* y,
+                                   cudaStream_t stream);
+// dx [n, c, plane] = dy [n, c] / plane (cpu::global_avgpool_backward).
+void launch_global_avgpool_backward(int n, int channels, int64_t plane, const float* dy, float* dx,
+                                    cudaStream_t stream);
+
+// ---- batch normalization (kernels/batchnorm.cu) -------------------------------------------------
+
+// Bytes of scratch the training forward and the backward need for [n, channels, plane] (> 0).
+size_t batchnorm_workspace_bytes(int n, int channels, int64_t plane);
+
+// nn.BatchNorm2d in training (cpu::batchnorm2d_forward_train) over x [n, channels, plane]:
+// save_mean [C] = the batch mean, save_invstd [C] = 1/sqrt(biased batch variance + eps),
+// y = (x − mean)·invstd·w + b, running_mean/var [C] updated in place with `momentum` (the variance
+// unbiased: ·count/(count − 1), count = n·plane). Statistics summed in double in a fixed order
+// (two kernels through `workspace`): deterministic, within a few float ulps of the CPU's.
+void launch_batchnorm2d_forward_train(int n, int channels, int64_t plane, const float* x,
+                                      const float* w, const float* b, float eps, float momentum,
+                                      float* running_mean, float* running_var, float* y,
+                                      float* save_mean, float* save_invstd, void* workspace,
+                                      size_t workspace_bytes, cudaStream_t stream);
+// Evaluation (cpu::batchnorm2d_forward_eval): y = (x − running_mean)/sqrt(running_var + eps)·w + b.
+void launch_batchnorm2d_forward_eval(int n, int channels, int64_t plane, const float* x,
+                                     const float* w, const float* b, const float* running_mean,
+                                     const float* running_var, float eps, float* y,
+                                     cudaStream_t stream);
+// Backward of the training forward (cpu::batchnorm2d_backward): dw, db [C] written (not
+// accumulated); dx [n, channels, plane] (may be null: not needed) =
+// (dy − Σdy/count − (x − mean)·Σ(dy·(x − mean))·invstd²/count)·invstd·w. Deterministic as the
+// forward.
+void launch_batchnorm2d_backward(int n, int channels, int64_t plane, const float* x, const float* w,
+                                 const float* save_mean, const float* save_invstd, const float* dy,
+                                 float* dx, float* dw, float* db, void* workspace,
+                                 size_t workspace_bytes, cudaStream_t stream);
+
+// ---- dropout (kernels/dropout.cu) ---------------------------------------------------------------
+
+// Training dropout over [count] = [batch, per_sample] (cpu::dropout_forward with sample_index =
+// order + state->first and epoch = state->epoch, both read on the device, so one captured graph
+// serves every step; order null: the identity): mask[i] = kept (1) or 0, y = kept ?
+// x·dropout_scale(p) : 0; bitwise the CPU's y and mask. May run in place (y == x). p in [0, 1).
+void launch_dropout_forward(int64_t count, int64_t per_sample, const int32_t* order,
+                            const StepState* state, uint64_t seed, int layer, float p,
+                            const float* x, float* y, uint8_t* mask, cudaStream_t stream);
+// dx = mask ? dy·dropout_scale(p) : 0 (cpu::dropout_backward); may run in place (dx == dy).
+void launch_dropout_backward(int64_t count, float p, const uint8_t* mask, const float* dy,
+                             float* dx, cudaStream_t stream);
+
 // ---- softmax cross-entropy (kernels/softmax_xent.cu) --------------------------------------------
 
 // Bytes of scratch launch_softmax_xent needs for `batch` rows (> 0).
@@ -143,13 +201,15 @@ void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const SgdH
 // lr from the step table entry [state->step − 1] (clamped to [0, table_size)): state->step counts
 // the forward_backward passes, so after a step's forward_backward it names that step. One launch
 // serves every step of a schedule inside or outside a graph. v may be null when momentum == 0.
+// decay (may be null: every element decays): the weight decay mask (cpu::sgd_update's `decay`,
+// weight_decay_mask), one byte per element; where it is 0, g' = g.
 void launch_sgd_step(int64_t n, float* w, const float* g, float* v, const SgdHyper& constants,
                      const StepHyper* table, int64_t table_size, const StepState* state,
-                     cudaStream_t stream);
+                     const uint8_t* decay, cudaStream_t stream);
 // Same with the hyper-parameters baked into the launch (not for a graph that changes lr); v may be
-// null when p.momentum == 0.
+// null when p.momentum == 0; decay as for launch_sgd_step.
 void launch_sgd_update(int64_t n, float* w, const float* g, float* v, const cpu::SgdParams& p,
-                       cudaStream_t stream);
+                       cudaStream_t stream, const uint8_t* decay = nullptr);
 
 // ---- AdamW (kernels/adamw.cu) -------------------------------------------------------------------
 
@@ -171,9 +231,12 @@ struct GradClip {
 //   g *= clip->scale (clip may be null: no clipping);  w *= 1 − lr·wd;  m = β1·m + (1 − β1)·g;
 //   v = β2·v + (1 − β2)·g²;  w -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
 // Nothing from the host per step: one launch serves every step inside or outside a graph.
+// decay (may be null: every element decays): the weight decay mask; where it is 0, w is not scaled
+// (cpu::adamw_update's `decay`).
 void launch_adamw_step(int64_t n, float* w, const float* g, float* m, float* v,
                        const AdamWConstants& constants, const StepHyper* table, int64_t table_size,
-                       const StepState* state, const GradClip* clip, cudaStream_t stream);
+                       const StepState* state, const GradClip* clip, const uint8_t* decay,
+                       cudaStream_t stream);
 
 // ---- gradient clipping (kernels/grad_norm.cu) ---------------------------------------------------
 

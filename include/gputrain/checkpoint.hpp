@@ -1,6 +1,8 @@
 // Weights and checkpoints as safetensors files.
-//   model.safetensors       the parameters, named as the PyTorch model's state_dict, plus the input
-//                           normalization in __metadata__ (normalize_mean / normalize_std)
+//   model.safetensors       the parameters and buffers (batchnorm2d running statistics: F32;
+//                           num_batches_tracked: I64 scalars), named as the PyTorch model's
+//                           state_dict, plus the input normalization in __metadata__
+//                           (normalize_mean / normalize_std)
 //   checkpoint.safetensors  the same + the optimizer's state buffers, each parameter's slice named
 //                           "<checkpoint_prefix><name>" ("momentum.conv1.weight") + where training
 //                           stands
@@ -24,6 +26,7 @@ struct Normalization {
 
 struct LoadedWeights {
   std::vector<float> parameters;  // flat, in plan order
+  ModelBuffers buffers;           // the plan's buffers (empty when it has none)
   bool has_normalization = false;
   Normalization normalization;
   std::vector<std::string> class_names;  // __metadata__.classes; empty when not recorded
@@ -35,15 +38,16 @@ struct LoadedWeights {
 std::map<std::string, std::string> describing_metadata(const std::string& config_yaml,
                                                        const std::vector<std::string>& classes);
 
-// Writes the parameters (flat, plan order) with their state_dict names, atomically; `extra`
-// metadata entries are added to __metadata__ (e.g. which epoch a best-weights file holds).
+// Writes the parameters (flat, plan order) and buffers with their state_dict names, atomically;
+// `extra` metadata entries are added to __metadata__ (e.g. which epoch a best-weights file holds).
 void save_weights(const std::string& path, const ModelPlan& plan,
-                  const std::vector<float>& parameters, const Normalization& normalization,
+                  const std::vector<float>& parameters, const ModelBuffers& buffers,
+                  const Normalization& normalization,
                   const std::map<std::string, std::string>& extra = {});
 
 // Reads a weights file (or a checkpoint) strictly, as PyTorch's load_state_dict(strict=True): every
-// parameter of the plan present with its exact shape, no unexpected tensors. WeightsError
-// otherwise.
+// parameter and buffer of the plan present with its exact shape and dtype, no unexpected tensors.
+// WeightsError otherwise.
 LoadedWeights load_weights(const std::string& path, const ModelPlan& plan);
 
 // Where a run stands: the next step to run is `step_in_epoch` of `epoch` (0-based).
@@ -72,12 +76,13 @@ struct OptimizerStateBuffer {
 };
 
 void save_checkpoint(const std::string& path, const ModelPlan& plan,
-                     const std::vector<float>& parameters,
+                     const std::vector<float>& parameters, const ModelBuffers& buffers,
                      const std::vector<OptimizerStateBuffer>& optimizer_state,
                      const Normalization& normalization, const TrainingState& state);
 
 struct LoadedCheckpoint {
   std::vector<float> parameters;
+  ModelBuffers buffers;
   std::vector<OptimizerStateBuffer> optimizer_state;  // those asked for, in that order
   Normalization normalization;
   TrainingState state;

@@ -12,18 +12,32 @@
 
 namespace gputrain {
 
-enum class LayerKind { Conv2d, Relu, MaxPool2d, Flatten, Linear };
+enum class LayerKind {
+  Conv2d,
+  Relu,
+  MaxPool2d,
+  Flatten,
+  Linear,
+  BatchNorm2d,    // nn.BatchNorm2d(C, eps, momentum): batch statistics in training, running in eval
+  AvgPool2d,      // nn.AvgPool2d(kernel, stride): no padding, floor mode
+  GlobalAvgPool,  // nn.AdaptiveAvgPool2d(1): C×H×W → C×1×1
+  Dropout         // nn.Dropout(p): identity in evaluation
+};
 
 // One entry of model.layers. Fields that do not apply to the kind stay at their defaults.
 struct LayerConfig {
   LayerKind kind = LayerKind::Relu;
-  std::string name;  // conv2d and linear: parameter prefix ("conv1" -> conv1.weight, conv1.bias)
-  int out_channels = 0;  // conv2d
-  int kernel = 0;        // conv2d, maxpool2d (square)
-  int stride = 1;        // conv2d (default 1), maxpool2d (default = kernel)
-  int padding = 0;       // conv2d
-  int out_features = 0;  // linear
-  int source_line = 0;   // 1-based line in the config file, 0 when unknown (for later errors)
+  // conv2d, linear, batchnorm2d: parameter prefix ("conv1" -> conv1.weight, conv1.bias)
+  std::string name;
+  int out_channels = 0;   // conv2d
+  int kernel = 0;         // conv2d, maxpool2d, avgpool2d (square)
+  int stride = 1;         // conv2d (default 1), maxpool2d and avgpool2d (default = kernel)
+  int padding = 0;        // conv2d
+  int out_features = 0;   // linear
+  double momentum = 0.1;  // batchnorm2d: running = (1 − momentum)·running + momentum·batch
+  double eps = 1e-5;      // batchnorm2d: added to the variance
+  double p = 0.0;         // dropout: probability of zeroing a unit, in [0, 1)
+  int source_line = 0;    // 1-based line in the config file, 0 when unknown (for later errors)
 };
 
 struct ModelConfig {
@@ -70,6 +84,9 @@ struct OptimizerConfig {
   double beta1 = 0.9, beta2 = 0.999;  // adamw: optimizer.betas
   double eps = 1e-8;                  // adamw
   double grad_clip = 0.0;             // max global L2 norm of the gradients; 0 = off
+  // false: no weight decay on batchnorm2d weights and biases nor on any layer's bias (the usual
+  // PyTorch parameter groups); true: weight_decay applies to every parameter (torch's default).
+  bool decay_norm_and_bias = true;
 };
 
 // The `schedule` section: see ScheduleSpec (optimizer.hpp) for the formula.

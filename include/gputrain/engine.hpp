@@ -12,6 +12,21 @@
 //   gradients()                                   the flat gradient buffer, in place
 //   apply_optimizer()                             update with the step table's entry [global_step],
 //                                                 then global_step += 1
+//
+// Training and evaluation modes. forward_backward runs the layers as torch's model.train():
+// batchnorm2d normalizes with the batch's statistics and updates its running statistics (and
+// num_batches_tracked += 1), dropout drops units (keyed by train.seed, the order's epoch, each
+// sample's index in the training set and the layer's index: include/gputrain/dropout.hpp).
+// evaluate runs them as model.eval(): running statistics, dropout the identity.
+//
+// Model buffers (batchnorm2d's running_mean / running_var / num_batches_tracked) are named state
+// of the engine beside the parameters, but not in the parameter layout: ModelBuffers (model.hpp)
+// holds the float statistics flat in ModelPlan::buffers' layout (ModelPlan::buffer_count floats,
+// on the device for CUDA) and num_batches_tracked as host int64 counts, one per batchnorm2d layer
+// (no kernel reads them: with a fixed momentum they only count). set_buffers before the first
+// step or evaluation (initial_buffers(plan) for a new run; a checkpoint's or weights file's
+// values otherwise); buffers() for weights files and checkpoints. They are neither gradients nor
+// optimizer state: all-reduce and the optimizer never touch them.
 #pragma once
 
 #include <atomic>
@@ -40,6 +55,8 @@ struct EngineOptions {
   float label_smoothing = 0.0f;  // training loss: F.cross_entropy(label_smoothing=…); eval: plain
   Precision precision = Precision::Fp32;  // CUDA: conv/GEMM arithmetic; CPU: FP32 (it warns)
   AugmentSpec augment;                    // training batches only; evaluation never augments
+  uint64_t seed = 0;  // train.seed: keys dropout's draws (include/gputrain/dropout.hpp)
+  // (The engine derives the weight decay mask itself: weight_decay_mask(plan, optimizer).)
 };
 
 // A backend's flat buffer (parameters layout: ModelPlan::parameter_count floats), for in-place work
@@ -90,6 +107,11 @@ class Engine {
   // The optimizer's state buffers by name (optimizer_state(options.optimizer)), same layout.
   virtual void set_state(const std::string& name, const std::vector<float>& values) = 0;
   virtual std::vector<float> state(const std::string& name) = 0;
+  // The model's buffers (host copies; see the top of this file). Throws Error when `buffers`
+  // does not have the plan's sizes. The defaults serve an engine that supports no layer with
+  // buffers: they accept and return only the empty set.
+  virtual void set_buffers(const ModelBuffers& buffers);
+  virtual ModelBuffers buffers();
 
   // Per-step hyper-parameters of the run, indexed by global step (clamped to the last entry). Set
   // once before training (a copy to the device; not inside a step).

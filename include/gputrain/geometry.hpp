@@ -19,10 +19,11 @@ struct ConvGeometry {
   int64_t col_cols() const { return int64_t(out_height()) * out_width(); }
 };
 
-// Max pooling over x [batch, channels, in_height, in_width].
+// Max or average pooling over x [batch, channels, in_height, in_width].
 struct PoolGeometry {
   int batch = 0, channels = 0, in_height = 0, in_width = 0;
-  int kernel = 2, stride = 2;  // no padding; floor mode, as nn.MaxPool2d's defaults
+  int kernel = 2,
+      stride = 2;  // no padding; floor mode, as nn.MaxPool2d's / nn.AvgPool2d's defaults
   int out_height() const { return (in_height - kernel) / stride + 1; }
   int out_width() const { return (in_width - kernel) / stride + 1; }
 };

@@ -44,6 +44,48 @@ void maxpool2d_forward(const PoolGeometry& g, const float* x, float* y, int32_t*
 // dx[N,C,H,W] = 0, then dx[argmax] += dy (windows may overlap when stride < kernel).
 void maxpool2d_backward(const PoolGeometry& g, const float* dy, const int32_t* argmax, float* dx);
 
+// ---- batchnorm2d, average pooling, dropout (src/backend/cpu/norm_pool_dropout.cpp) ----
+// x, y, dx, dy are [n, c, plane] (plane = H·W); w, b, running statistics, saved statistics [c].
+// Per-channel sums are accumulated in double in a fixed order (results independent of threads).
+//
+// Training (torch.nn.BatchNorm2d in train mode): per channel the mean and biased variance over
+// N, H, W (M = n·plane values); invstd = 1/sqrt(var + eps); y = x·α + β with α = invstd·w,
+// β = b − mean·α (torch's CPU kernel's order); save_mean = mean, save_invstd = invstd (for the
+// backward); running_mean = (1 − momentum)·running_mean + momentum·mean and running_var likewise
+// with the unbiased variance var·M/(M − 1) (the biased one when M = 1), computed in double.
+void batchnorm2d_forward_train(int n, int c, int64_t plane, const float* x, const float* w,
+                               const float* b, float eps, float momentum, float* running_mean,
+                               float* running_var, float* y, float* save_mean, float* save_invstd);
+// Evaluation: y = x·α + β with α = w/sqrt(running_var + eps), β = b − running_mean·α.
+void batchnorm2d_forward_eval(int n, int c, int64_t plane, const float* x, const float* w,
+                              const float* b, const float* running_mean, const float* running_var,
+                              float eps, float* y);
+// Backward of the training forward: with x̂ = (x − mean)·invstd, db = Σ dy, dw = Σ dy·x̂ (written,
+// not accumulated), dx = w·invstd·(dy − db/M − x̂·dw/M). dx may be null (first layer).
+void batchnorm2d_backward(int n, int c, int64_t plane, const float* x, const float* w,
+                          const float* save_mean, const float* save_invstd, const float* dy,
+                          float* dx, float* dw, float* db);
+
+// y[N,C,Ho,Wo] = the mean of each k×k window (nn.AvgPool2d: no padding, floor mode; the sum in
+// float in row-major window order, then divided by k·k).
+void avgpool2d_forward(const PoolGeometry& g, const float* x, float* y);
+// dx[N,C,H,W] = 0, then each window's dx += dy / (k·k) (windows may overlap when stride < kernel).
+void avgpool2d_backward(const PoolGeometry& g, const float* dy, float* dx);
+
+// y[N,C] = the mean of each plane (summed in double); nn.AdaptiveAvgPool2d(1).
+void global_avgpool_forward(int n, int c, int64_t plane, const float* x, float* y);
+// dx[N,C,plane] = dy[N,C] / plane.
+void global_avgpool_backward(int n, int c, int64_t plane, const float* dy, float* dx);
+
+// Dropout in training over `count` units, `per_sample` units per sample: unit i belongs to data
+// set sample sample_index[i / per_sample] and is kept when dropout_keep(dropout_sample_key(seed,
+// epoch, sample, layer), i % per_sample, dropout_drop_threshold(p)) (include/gputrain/dropout.hpp);
+// y = kept ? x·dropout_scale(p) : 0, mask[i] = kept (1) or 0.
+void dropout_forward(int64_t count, int64_t per_sample, const int32_t* sample_index, uint64_t seed,
+                     int64_t epoch, int layer, float p, const float* x, float* y, uint8_t* mask);
+// dx = mask ? dy·dropout_scale(p) : 0; may run in place (dx == dy).
+void dropout_backward(int64_t n, float p, const uint8_t* mask, const float* dy, float* dx);
+
 // Softmax cross-entropy over logits[N,K] (numerically stable: log-sum-exp around the row max).
 // Writes dlogits = (softmax - onehot(label)) / grad_scale (grad_scale = batch for the mean loss;
 // dlogits may be null for evaluation) and predicted[N] = argmax (first max wins; may be null).
@@ -66,7 +108,10 @@ struct SgdParams {
 // torch.optim.SGD, element-wise over the flat buffers (v is untouched when momentum == 0):
 //   g' = g + wd·w;  v = μ·v + g';  w -= lr · (nesterov ? g' + μ·v : v)
 // v starts at zero, which gives torch's first step (its buffer starts as a copy of g').
-void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p);
+// `decay` (may be null: every element decays): wd applies to element i only where decay[i] != 0
+// (optimizer.hpp: weight_decay_mask); elsewhere g' = g exactly.
+void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p,
+                const uint8_t* decay = nullptr);
 
 struct AdamWParams {
   float lr = 0.001f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.01f;
@@ -79,8 +124,9 @@ struct AdamWParams {
 // torch.optim.AdamW (decoupled weight decay), element-wise, in torch's order of float operations:
 //   w *= 1 − lr·wd;  m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²;
 //   w -= (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)
-// m, v start at zero.
-void adamw_update(int64_t n, float* w, const float* g, float* m, float* v, const AdamWParams& p);
+// m, v start at zero. `decay` as for sgd_update (w is left unscaled where decay[i] == 0).
+void adamw_update(int64_t n, float* w, const float* g, float* m, float* v, const AdamWParams& p,
+                  const uint8_t* decay = nullptr);
 
 // out[i, c, :, :] = (pixels[index[i], c, :, :] / 255 - mean[c]) / std[c] for i < count.
 void gather_normalize(int64_t count, int channels, int64_t plane, const uint8_t* pixels,

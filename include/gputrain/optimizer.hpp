@@ -14,6 +14,7 @@ namespace gputrain {
 
 struct OptimizerConfig;  // config.hpp
 struct ScheduleConfig;   // config.hpp
+struct ModelPlan;        // model.hpp
 
 enum class OptimizerKind { Sgd, AdamW };
 
@@ -30,7 +31,18 @@ struct OptimizerSpec {
   // torch.nn.utils.clip_grad_norm_(max_norm = grad_clip) before the update; 0 = off. The scale
   // min(1, max_norm / (‖g‖₂ + 1e-6)) is computed where the gradients live (no host sync).
   float grad_clip = 0.0f;
+  // optimizer.decay_norm_and_bias: false exempts biases and normalization parameters from
+  // weight_decay (see weight_decay_mask).
+  bool decay_norm_and_bias = true;
 };
+
+// Which elements of the flat parameter buffer weight decay applies to, one byte per element (plan
+// layout, ModelPlan::parameter_count): 0 for every parameter with ParameterInfo::norm_or_bias when
+// spec.decay_norm_and_bias is false, 1 elsewhere (alignment gaps: 0). Empty when every element
+// decays alike (decay_norm_and_bias true, or weight_decay 0): an engine then passes no mask and
+// pays nothing. Computed once when an engine is built; the update ops take it as `decay`
+// (cpu::sgd_update, cpu::adamw_update): decayed where decay[i] != 0.
+std::vector<uint8_t> weight_decay_mask(const ModelPlan& plan, const OptimizerSpec& spec);
 
 // The values of one step, entry [global step] of the run's table, computed in double and stored as
 // float: the CPU op and the kernel compute in float, as torch.optim does for float32 parameters.

@@ -1,7 +1,7 @@
 // safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 // length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the
-// tensor bytes. gputrain reads and writes F32 tensors (and writes U8, I32); writes are atomic (temp
-// file, fsync, rename).
+// tensor bytes. gputrain reads and writes F32 and I64 tensors (and writes U8, I32); writes are
+// atomic (temp file, fsync, rename).
 #pragma once
 
 #include <cstdint>
@@ -17,7 +17,8 @@ struct NamedTensor {
   std::vector<float> values;  // row-major, product(shape) elements
 };
 
-// Written only (read_safetensors reads F32): "U8" or "I32" tensors from their little-endian bytes.
+// Tensors of other dtypes, as their little-endian bytes: "U8", "I32" (written only) and "I64"
+// (read and written: batchnorm2d's num_batches_tracked).
 struct RawTensor {
   std::string name, dtype;
   std::vector<int64_t> shape;
@@ -26,10 +27,11 @@ struct RawTensor {
 
 struct TensorFile {
   std::vector<NamedTensor> tensors;    // in file order (by data offset)
-  std::vector<RawTensor> raw_tensors;  // written after `tensors`
+  std::vector<RawTensor> raw_tensors;  // written after `tensors`; read: the I64 ones
   std::map<std::string, std::string> metadata;
 
   const NamedTensor* find(const std::string& name) const;
+  const RawTensor* find_raw(const std::string& name) const;
 };
 
 // Throws WeightsError naming the file for: missing/unreadable file, a header length beyond the

@@ -41,6 +41,15 @@ std::string visible_list(const std::vector<DeviceInfo>& devices) {
 
 }  // namespace
 
+// Engines without layers that have buffers (model.hpp: BufferInfo) hold none.
+void Engine::set_buffers(const ModelBuffers& buffers) {
+  if (!buffers.values.empty() || !buffers.batches_tracked.empty())
+    throw Error("this engine does not support model buffers (batchnorm2d running statistics)");
+}
+ModelBuffers Engine::buffers() {
+  return {};
+}
+
 bool cuda_compiled_in() {
 #ifdef GPUTRAIN_WITH_CUDA
   return true;

@@ -70,7 +70,7 @@ int run_export(const ExportArgs& a) {
     for (const std::string& c : w.class_names) classes.push_back(c);
     o.metadata["classes"] = classes.dump();
   }
-  export_onnx(onnx_path, plan, w.parameters, n, o);
+  export_onnx(onnx_path, plan, w.parameters, w.buffers, n, o);
   std::printf("wrote %s (opset %d, input images %s [N, %d, %d, %d], output logits [N, %d])\n",
               onnx_path.c_str(), kOnnxOpset, a.raw_input ? "uint8" : "float32", plan.input.channels,
               plan.input.height, plan.input.width, plan.num_classes);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "core/json.hpp"
@@ -87,6 +88,64 @@ void add_tensors(TensorFile& file, const ModelPlan& plan, const std::vector<floa
   }
 }
 
+// The plan's buffers: F32 running statistics, I64 scalar counts (as torch saves them).
+ModelBuffers gather_buffers(const std::string& path, const TensorFile& file,
+                            const ModelPlan& plan) {
+  ModelBuffers b = initial_buffers(plan);
+  for (const BufferInfo& info : plan.buffers) {
+    if (info.kind == BufferKind::BatchesTracked) {
+      const RawTensor* t = file.find_raw(info.name);
+      if (!t) {
+        if (file.find(info.name))
+          throw WeightsError(path + ": tensor '" + info.name + "' must have dtype I64");
+        throw WeightsError(path + ": missing tensor '" + info.name +
+                           "' (expected an I64 scalar, shape [])");
+      }
+      if (!t->shape.empty())
+        throw WeightsError(path + ": tensor '" + t->name + "' has shape " + shape_text(t->shape) +
+                           ", the model expects [] (a scalar)");
+      int64_t count = 0;
+      std::memcpy(&count, t->bytes.data(), sizeof count);
+      if (count < 0) throw WeightsError(path + ": tensor '" + t->name + "' is negative");
+      b.batches_tracked[info.offset] = count;
+      continue;
+    }
+    const NamedTensor* t = file.find(info.name);
+    if (!t)
+      throw WeightsError(path + ": missing tensor '" + info.name + "' (expected shape " +
+                         shape_text(info.shape) + ")");
+    if (t->shape != info.shape)
+      throw WeightsError(path + ": tensor '" + t->name + "' has shape " + shape_text(t->shape) +
+                         ", the model expects " + shape_text(info.shape));
+    std::copy(t->values.begin(), t->values.end(), b.values.begin() + long(info.offset));
+  }
+  return b;
+}
+
+void add_buffers(TensorFile& file, const ModelPlan& plan, const ModelBuffers& b) {
+  if (b.values.size() != plan.buffer_count ||
+      b.batches_tracked.size() != size_t(plan.batchnorm_count))
+    throw Error("the model's buffers do not have the plan's sizes");
+  for (const BufferInfo& info : plan.buffers) {
+    if (info.kind == BufferKind::BatchesTracked) {
+      RawTensor t;
+      t.name = info.name;
+      t.dtype = "I64";
+      const int64_t count = b.batches_tracked[info.offset];
+      t.bytes.resize(sizeof count);
+      std::memcpy(t.bytes.data(), &count, sizeof count);
+      file.raw_tensors.push_back(std::move(t));
+      continue;
+    }
+    NamedTensor t;
+    t.name = info.name;
+    t.shape = info.shape;
+    t.values.assign(b.values.begin() + long(info.offset),
+                    b.values.begin() + long(info.offset + info.count));
+    file.tensors.push_back(std::move(t));
+  }
+}
+
 std::string get(const std::string& path, const TensorFile& file, const std::string& key) {
   auto it = file.metadata.find(key);
   if (it == file.metadata.end())
@@ -119,10 +178,12 @@ double get_double(const std::string& path, const TensorFile& file, const std::st
 }  // namespace
 
 void save_weights(const std::string& path, const ModelPlan& plan,
-                  const std::vector<float>& parameters, const Normalization& normalization,
+                  const std::vector<float>& parameters, const ModelBuffers& buffers,
+                  const Normalization& normalization,
                   const std::map<std::string, std::string>& extra) {
   TensorFile file;
   add_tensors(file, plan, parameters, "");
+  add_buffers(file, plan, buffers);
   add_normalization(file, normalization);
   for (const auto& [key, value] : extra) file.metadata[key] = value;
   file.metadata["format"] = "pt";  // what Python's safetensors.torch writes: loaders expect it
@@ -141,6 +202,7 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
   const bool is_checkpoint = file.metadata.count("gputrain_checkpoint") > 0;
   std::set<std::string> expected;
   for (const ParameterInfo& p : plan.parameters) expected.insert(p.name);
+  for (const BufferInfo& b : plan.buffers) expected.insert(b.name);
   // A checkpoint also holds the optimizer's state, "<prefix><parameter name>": not weights.
   auto is_optimizer_state = [&](const std::string& name) {
     for (const ParameterInfo& p : plan.parameters)
@@ -156,8 +218,13 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
       throw WeightsError(path + ": unexpected tensor '" + t.name +
                          "' (the model has no such parameter; check the config's layer names)");
   }
+  for (const RawTensor& t : file.raw_tensors)
+    if (!expected.count(t.name))
+      throw WeightsError(path + ": unexpected tensor '" + t.name +
+                         "' (the model has no such buffer; check the config's layer names)");
   LoadedWeights w;
   w.parameters = gather(path, file, plan, "");
+  w.buffers = gather_buffers(path, file, plan);
   w.has_normalization = read_normalization(path, file, w.normalization);
   if (auto it = file.metadata.find("config"); it != file.metadata.end()) w.config_yaml = it->second;
   if (auto it = file.metadata.find("classes"); it != file.metadata.end()) {
@@ -179,11 +246,12 @@ LoadedWeights load_weights(const std::string& path, const ModelPlan& plan) {
 }
 
 void save_checkpoint(const std::string& path, const ModelPlan& plan,
-                     const std::vector<float>& parameters,
+                     const std::vector<float>& parameters, const ModelBuffers& buffers,
                      const std::vector<OptimizerStateBuffer>& optimizer_state,
                      const Normalization& normalization, const TrainingState& s) {
   TensorFile file;
   add_tensors(file, plan, parameters, "");
+  add_buffers(file, plan, buffers);
   for (const OptimizerStateBuffer& b : optimizer_state)
     add_tensors(file, plan, b.values, b.info.checkpoint_prefix);
   add_normalization(file, normalization);
@@ -216,6 +284,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path, const ModelPlan& plan,
     throw WeightsError(path + ": not a gputrain checkpoint (a weights file? use --init for those)");
   LoadedCheckpoint c;
   c.parameters = gather(path, file, plan, "");
+  c.buffers = gather_buffers(path, file, plan);
   for (const OptimizerStateInfo& info : expected)
     c.optimizer_state.push_back({info, gather(path, file, plan, info.checkpoint_prefix)});
   if (!read_normalization(path, file, c.normalization))

@@ -27,6 +27,7 @@ EvalReport evaluate(const EvalRequest& request, TrainObserver& observer) {
   for (const std::string& w : engine->take_warnings()) observer.on_warning(w);
   if (const std::string detail = engine->details(); !detail.empty()) observer.on_detail(detail);
   engine->set_parameters(weights.parameters);
+  engine->set_buffers(weights.buffers);
   engine->set_eval_data(data.test);
   report.result = engine->evaluate(request.want_logits ? &report.logits : nullptr);
   report.labels = data.test.labels;

@@ -30,6 +30,14 @@ const char* kind_name(LayerKind kind) {
       return "flatten";
     case LayerKind::Linear:
       return "linear";
+    case LayerKind::BatchNorm2d:
+      return "batchnorm2d";
+    case LayerKind::AvgPool2d:
+      return "avgpool2d";
+    case LayerKind::GlobalAvgPool:
+      return "global_avgpool";
+    case LayerKind::Dropout:
+      return "dropout";
   }
   return "?";
 }
@@ -118,9 +126,13 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
   std::set<std::string> names;
   int64_t offset = 0;
   auto add_parameter = [&](const std::string& name, std::vector<int64_t> dims, int fan_in,
-                           const std::string& where) {
+                           const std::string& where,
+                           ParameterInit init = ParameterInit::UniformFanIn) {
     ParameterInfo info;
     info.name = name;
+    info.init = init;
+    // PyTorch's usual parameter groups leave biases and normalization parameters undecayed.
+    info.norm_or_bias = init != ParameterInit::UniformFanIn || dims.size() == 1;
     int64_t count = 1;
     for (int64_t d : dims) count = checked_mul(count, d, where);
     info.count = size_t(count);
@@ -139,13 +151,34 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
     return int(plan.parameters.size() - 1);
   };
 
+  int64_t buffer_offset = 0;
+  auto add_buffer = [&](const std::string& name, BufferKind kind, int channels) {
+    BufferInfo info;
+    info.name = name;
+    info.kind = kind;
+    if (kind == BufferKind::BatchesTracked) {
+      info.offset = size_t(plan.batchnorm_count++);
+      info.count = 1;
+    } else {
+      info.shape = {channels};
+      info.offset = size_t(buffer_offset);
+      info.count = size_t(channels);
+      // Aligned as the parameters, for the same reason (cuDNN takes these pointers too).
+      buffer_offset +=
+          (channels + kParameterAlignment - 1) / kParameterAlignment * kParameterAlignment;
+    }
+    plan.buffers.push_back(std::move(info));
+    return int(plan.buffers.size() - 1);
+  };
+
   for (size_t i = 0; i < config.layers.size(); ++i) {
     const LayerConfig& layer = config.layers[i];
     const std::string where = layer_where(config_source, i, layer);
     LayerPlan lp;
     lp.config = layer;
     lp.input = shape;
-    if ((layer.kind == LayerKind::Conv2d || layer.kind == LayerKind::Linear) &&
+    if ((layer.kind == LayerKind::Conv2d || layer.kind == LayerKind::Linear ||
+         layer.kind == LayerKind::BatchNorm2d) &&
         !names.insert(layer.name).second)
       throw ConfigError(where + ": duplicate layer name '" + layer.name + "'");
     switch (layer.kind) {
@@ -173,7 +206,26 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
                         "one sample's output " + shape_text(shape));
         break;
       }
-      case LayerKind::MaxPool2d: {
+      case LayerKind::BatchNorm2d: {
+        if (flat) throw ConfigError(where + ": needs an image input, but it comes after flatten");
+        const int c = shape.channels;
+        lp.weight_index = add_parameter(layer.name + ".weight", {c}, 0, where, ParameterInit::Ones);
+        lp.bias_index = add_parameter(layer.name + ".bias", {c}, 0, where, ParameterInit::Zeros);
+        lp.running_mean_index =
+            add_buffer(layer.name + ".running_mean", BufferKind::RunningMean, c);
+        lp.running_var_index = add_buffer(layer.name + ".running_var", BufferKind::RunningVar, c);
+        lp.batches_tracked_index =
+            add_buffer(layer.name + ".num_batches_tracked", BufferKind::BatchesTracked, c);
+        break;
+      }
+      case LayerKind::GlobalAvgPool:
+        if (flat) throw ConfigError(where + ": needs an image input, but it comes after flatten");
+        shape = {shape.channels, 1, 1};
+        break;
+      case LayerKind::Dropout:
+        break;
+      case LayerKind::MaxPool2d:
+      case LayerKind::AvgPool2d: {
         if (flat) throw ConfigError(where + ": needs an image input, but it comes after flatten");
         const int k = layer.kernel, s = layer.stride;
         if (k > shape.height || k > shape.width)
@@ -219,6 +271,7 @@ ModelPlan plan_model(const ModelConfig& config, const std::string& config_source
                       std::to_string(shape.channels) + " feature(s), expected >= 2 classes");
   plan.num_classes = shape.channels;
   plan.parameter_count = size_t(offset);
+  plan.buffer_count = size_t(buffer_offset);
   // Every use of a plan holds at least one copy of the parameters (the weights a reader loads, the
   // initial values): one that cannot fit is an error here, before anyone allocates it.
   const int64_t available = available_memory_bytes();
@@ -245,12 +298,28 @@ std::vector<float> initial_parameters(const ModelPlan& plan, uint64_t seed) {
   std::vector<float> values(plan.parameter_count);
   Rng rng(seed);
   for (const ParameterInfo& p : plan.parameters) {
+    if (p.init != ParameterInit::UniformFanIn) {
+      std::fill(values.begin() + long(p.offset), values.begin() + long(p.offset + p.count),
+                p.init == ParameterInit::Ones ? 1.0f : 0.0f);
+      continue;
+    }
     // nn.Conv2d / nn.Linear reset_parameters(): kaiming_uniform(a=sqrt(5)) for the weight, which
     // is U(±1/sqrt(fan_in)), and U(±1/sqrt(fan_in)) for the bias.
     const float bound = 1.0f / std::sqrt(float(p.fan_in));
     for (size_t i = 0; i < p.count; ++i) values[p.offset + i] = rng.uniform(-bound, bound);
   }
   return values;
+}
+
+ModelBuffers initial_buffers(const ModelPlan& plan) {
+  ModelBuffers b;
+  b.values.assign(plan.buffer_count, 0.0f);
+  b.batches_tracked.assign(size_t(plan.batchnorm_count), 0);
+  for (const BufferInfo& info : plan.buffers)
+    if (info.kind == BufferKind::RunningVar)
+      std::fill(b.values.begin() + long(info.offset),
+                b.values.begin() + long(info.offset + info.count), 1.0f);
+  return b;
 }
 
 }  // namespace gputrain
@@ -292,6 +361,10 @@ MemoryEstimate estimate_cpu_memory(const ModelPlan& plan, int64_t batch, int thr
     if (layer.config.kind == LayerKind::MaxPool2d) {
       bytes = checked_add(bytes, activation, where);
       e.total_bytes = checked_add(e.total_bytes, activation, where);
+    }
+    if (layer.config.kind == LayerKind::Dropout) {  // one mask byte per unit
+      bytes = checked_add(bytes, activation / kFloat, where);
+      e.total_bytes = checked_add(e.total_bytes, activation / kFloat, where);
     }
     if (layer.config.kind == LayerKind::Conv2d) {
       // As cpu::conv_workspace_floats: per thread the im2col columns and their gradient (2·K·P), a

@@ -5,6 +5,7 @@
 
 #include "gputrain/config.hpp"
 #include "gputrain/errors.hpp"
+#include "gputrain/model.hpp"
 
 namespace gputrain {
 
@@ -20,7 +21,17 @@ OptimizerSpec optimizer_spec(const OptimizerConfig& config) {
   spec.beta2 = config.beta2;
   spec.eps = config.eps;
   spec.grad_clip = float(config.grad_clip);
+  spec.decay_norm_and_bias = config.decay_norm_and_bias;
   return spec;
+}
+
+std::vector<uint8_t> weight_decay_mask(const ModelPlan& plan, const OptimizerSpec& spec) {
+  if (spec.decay_norm_and_bias || spec.weight_decay == 0.0f) return {};
+  std::vector<uint8_t> mask(plan.parameter_count, 0);
+  for (const ParameterInfo& p : plan.parameters)
+    if (!p.norm_or_bias)
+      std::fill(mask.begin() + long(p.offset), mask.begin() + long(p.offset + p.count), 1);
+  return mask;
 }
 
 std::vector<OptimizerStateInfo> optimizer_state(const OptimizerSpec& spec) {

@@ -49,6 +49,7 @@ PredictReport predict(const PredictRequest& request, TrainObserver& observer) {
   if (!choice.warning.empty()) observer.on_warning(choice.warning);
   std::unique_ptr<Engine> engine = std::move(choice.engine);
   engine->set_parameters(weights.parameters);
+  engine->set_buffers(weights.buffers);
   engine->set_eval_data(set);
 
   PredictReport report;

@@ -149,6 +149,7 @@ EngineOptions engine_options(const Config& config, const Normalization& n, bool 
   o.label_smoothing = float(config.loss.label_smoothing);
   o.precision = config.train.precision;
   o.augment = augment_spec(config);
+  o.seed = config.train.seed;
   return o;
 }
 

@@ -88,12 +88,19 @@ struct Reader {
 struct Entry {
   NamedTensor tensor;
   uint64_t begin = 0, end = 0;
+  bool int64 = false;  // an I64 tensor: read into TensorFile::raw_tensors
 };
 
 }  // namespace
 
 const NamedTensor* TensorFile::find(const std::string& name) const {
   for (const auto& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const RawTensor* TensorFile::find_raw(const std::string& name) const {
+  for (const auto& t : raw_tensors)
     if (t.name == name) return &t;
   return nullptr;
 }
@@ -166,7 +173,8 @@ TensorFile read_safetensors(const std::string& path) {
     if (!shape) r.invalid(what + " has no shape");
     if (!offsets) r.invalid(what + " has no data_offsets");
     if (!dtype->is_string()) r.invalid(what + ": dtype is not a string");
-    if (dtype->as_string() != "F32") {
+    const bool int64 = dtype->as_string() == "I64";
+    if (dtype->as_string() != "F32" && !int64) {
       bool known = std::find(std::begin(kKnownDtypes), std::end(kKnownDtypes),
                              dtype->as_string()) != std::end(kKnownDtypes);
       r.invalid(what + " has " + (known ? "" : "unknown ") + "dtype " +
@@ -175,12 +183,14 @@ TensorFile read_safetensors(const std::string& path) {
 
     Entry e;
     e.tensor.name = key;
+    e.int64 = int64;
+    const uint64_t element_bytes = int64 ? 8 : 4;
     if (!shape->is_array()) r.invalid(what + ": shape is not an array");
     if (shape->as_array().size() > 16)
       r.invalid(what + " has " + std::to_string(shape->as_array().size()) + " dimensions");
     // Bounding each dimension and the running product by the data size keeps the product exact
     // (no overflow) and any later allocation no larger than the file.
-    const uint64_t max_elements = data_size / 4;
+    const uint64_t max_elements = data_size / element_bytes;
     uint64_t elements = 1;
     bool empty = false;
     for (size_t d = 0; d < shape->as_array().size(); ++d) {
@@ -203,10 +213,10 @@ TensorFile read_safetensors(const std::string& path) {
     if (e.end < e.begin)
       r.invalid(what + " data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                 "] end before they begin");
-    if (e.end - e.begin != elements * 4)
+    if (e.end - e.begin != elements * element_bytes)
       r.invalid(what + " data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                 "] span " + std::to_string(e.end - e.begin) + " bytes, but shape " + shape->dump() +
-                " in F32 needs " + std::to_string(elements * 4));
+                " in " + dtype->as_string() + " needs " + std::to_string(elements * element_bytes));
     entries.push_back(std::move(e));
   }
 
@@ -229,6 +239,17 @@ TensorFile read_safetensors(const std::string& path) {
 
   out.tensors.reserve(entries.size());
   for (Entry& e : entries) {
+    if (e.int64) {
+      RawTensor t;
+      t.name = std::move(e.tensor.name);
+      t.dtype = "I64";
+      t.shape = std::move(e.tensor.shape);
+      t.bytes.resize(static_cast<size_t>(e.end - e.begin));
+      if (!t.bytes.empty())
+        r.read_at(fd.get(), t.bytes.data(), t.bytes.size(), data_start + e.begin);
+      out.raw_tensors.push_back(std::move(t));
+      continue;
+    }
     e.tensor.values.resize(static_cast<size_t>((e.end - e.begin) / 4));
     if (!e.tensor.values.empty())
       r.read_at(fd.get(), e.tensor.values.data(), static_cast<size_t>(e.end - e.begin),
@@ -248,6 +269,42 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   }
   std::set<std::string> names;
   uint64_t offset = 0;
+  // The reference writer orders tensors by alignment, largest first, so that every tensor's data
+  // starts aligned to its element size in the file (loaders that view the bytes in place need it):
+  // the 8-byte I64 tensors, then F32, then I32 and U8.
+  auto i64_first = [](const RawTensor& t) { return t.dtype == "I64"; };
+  auto add_raw = [&](const RawTensor& t) {
+    if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
+      throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
+                                  "'");
+    if (t.dtype != "U8" && t.dtype != "I32" && t.dtype != "I64")
+      throw std::invalid_argument("write_safetensors: raw tensor '" + t.name + "' has dtype " +
+                                  t.dtype + ", expected U8, I32 or I64");
+    uint64_t elements = 1;
+    JsonValue shape = JsonValue::array();
+    for (int64_t d : t.shape) {
+      if (d < 0)
+        throw std::invalid_argument("write_safetensors: negative dimension in '" + t.name + "'");
+      elements *= static_cast<uint64_t>(d);
+      shape.push_back(JsonValue(d));
+    }
+    const uint64_t bytes = elements * (t.dtype == "U8" ? 1 : t.dtype == "I32" ? 4 : 8);
+    if (bytes != t.bytes.size())
+      throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' holds " +
+                                  std::to_string(t.bytes.size()) + " bytes, its shape " +
+                                  shape.dump() + " needs " + std::to_string(bytes));
+    JsonValue info = JsonValue::object();
+    info.set("dtype", JsonValue(t.dtype));
+    info.set("shape", std::move(shape));
+    JsonValue offsets = JsonValue::array();
+    offsets.push_back(JsonValue(offset));
+    offset += bytes;
+    offsets.push_back(JsonValue(offset));
+    info.set("data_offsets", std::move(offsets));
+    header.set(t.name, std::move(info));
+  };
+  for (const RawTensor& t : file.raw_tensors)
+    if (i64_first(t)) add_raw(t);
   for (const NamedTensor& t : file.tensors) {
     if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
       throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
@@ -274,36 +331,8 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
     info.set("data_offsets", std::move(offsets));
     header.set(t.name, std::move(info));
   }
-  for (const RawTensor& t : file.raw_tensors) {
-    if (t.name.empty() || t.name == "__metadata__" || !names.insert(t.name).second)
-      throw std::invalid_argument("write_safetensors: bad or duplicate tensor name '" + t.name +
-                                  "'");
-    if (t.dtype != "U8" && t.dtype != "I32")
-      throw std::invalid_argument("write_safetensors: raw tensor '" + t.name + "' has dtype " +
-                                  t.dtype + ", expected U8 or I32");
-    uint64_t elements = 1;
-    JsonValue shape = JsonValue::array();
-    for (int64_t d : t.shape) {
-      if (d < 0)
-        throw std::invalid_argument("write_safetensors: negative dimension in '" + t.name + "'");
-      elements *= static_cast<uint64_t>(d);
-      shape.push_back(JsonValue(d));
-    }
-    const uint64_t bytes = elements * (t.dtype == "U8" ? 1 : 4);
-    if (bytes != t.bytes.size())
-      throw std::invalid_argument("write_safetensors: tensor '" + t.name + "' holds " +
-                                  std::to_string(t.bytes.size()) + " bytes, its shape " +
-                                  shape.dump() + " needs " + std::to_string(bytes));
-    JsonValue info = JsonValue::object();
-    info.set("dtype", JsonValue(t.dtype));
-    info.set("shape", std::move(shape));
-    JsonValue offsets = JsonValue::array();
-    offsets.push_back(JsonValue(offset));
-    offset += bytes;
-    offsets.push_back(JsonValue(offset));
-    info.set("data_offsets", std::move(offsets));
-    header.set(t.name, std::move(info));
-  }
+  for (const RawTensor& t : file.raw_tensors)
+    if (!i64_first(t)) add_raw(t);
   std::string text = header.dump();
   // Padding to 8 bytes keeps the tensor data aligned for readers that map the file.
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -315,10 +344,14 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   parts.reserve(file.tensors.size() + 2);
   parts.emplace_back(reinterpret_cast<const char*>(len), 8);
   parts.emplace_back(text);
+  for (const RawTensor& t : file.raw_tensors)
+    if (i64_first(t))
+      parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
   for (const NamedTensor& t : file.tensors)
     parts.emplace_back(reinterpret_cast<const char*>(t.values.data()), t.values.size() * 4);
   for (const RawTensor& t : file.raw_tensors)
-    parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
+    if (!i64_first(t))
+      parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
   write_file_atomic(path, parts);
 }
 

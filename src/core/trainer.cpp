@@ -104,6 +104,10 @@ struct Run {
   void forward_warnings() {
     for (const std::string& w : engine->take_warnings()) observer.on_warning(w);
   }
+  // Several ranks: each one's batchnorm2d running statistics followed its own part of the
+  // batches; as DDP's broadcast_buffers, every rank takes rank 0's (those it saves) before they
+  // are used for evaluation. Exact: rank 0's values plus zeros.
+  void broadcast_buffers();
   // Scores the validation split (the engine evaluates it, then the test set again).
   EvalResult evaluate_validation();
   // train.early_stopping: records epoch `m` and says whether the run stops after it.
@@ -155,6 +159,7 @@ void Run::setup() {
     state = resumed.state;
     if (state.run_id.empty()) state.run_id = new_run_id();  // a checkpoint from before run ids
     engine->set_parameters(resumed.parameters);
+    engine->set_buffers(resumed.buffers);
     for (const OptimizerStateBuffer& b : resumed.optimizer_state)
       engine->set_state(b.info.name, b.values);
     observer.on_info("resuming " + resume_path + " at epoch " + std::to_string(state.epoch + 1) +
@@ -163,6 +168,7 @@ void Run::setup() {
     state.run_id = new_run_id();
     engine->set_parameters(init_path.empty() ? initial_parameters(plan, config.train.seed)
                                              : init.parameters);
+    engine->set_buffers(init_path.empty() ? initial_buffers(plan) : init.buffers);
     for (const OptimizerStateInfo& b : optimizer_buffers)
       engine->set_state(b.name, std::vector<float>(plan.parameter_count, 0.0f));
     if (!init_path.empty()) observer.on_info("initial weights from " + init_path);
@@ -222,8 +228,8 @@ void Run::write_checkpoint(const TrainingState& s) {
   std::vector<OptimizerStateBuffer> buffers;
   for (const OptimizerStateInfo& b : optimizer_buffers)
     buffers.push_back({b, engine->state(b.name)});
-  save_checkpoint(outputs->path(RunOutputs::kCheckpoint), plan, engine->parameters(), buffers,
-                  normalization, s);
+  save_checkpoint(outputs->path(RunOutputs::kCheckpoint), plan, engine->parameters(),
+                  engine->buffers(), buffers, normalization, s);
 }
 
 // Ctrl-C: a checkpoint at the step about to run (steps_per_epoch = trained, not yet evaluated),
@@ -301,6 +307,16 @@ TrainCounters Run::train_epoch(int epoch, int64_t first_step, const TrainCounter
   return c;
 }
 
+void Run::broadcast_buffers() {
+  if (communicator.size() == 1 || plan.buffers.empty()) return;
+  ModelBuffers b = engine->buffers();
+  std::vector<double> values(b.values.size(), 0.0);
+  if (communicator.rank() == 0) std::copy(b.values.begin(), b.values.end(), values.begin());
+  communicator.all_reduce_sum(values.data(), values.size());
+  std::copy(values.begin(), values.end(), b.values.begin());
+  engine->set_buffers(b);
+}
+
 EvalResult Run::evaluate_validation() {
   engine->set_eval_data(val_set);
   const EvalResult r = engine->evaluate(nullptr, request.stop);
@@ -332,8 +348,10 @@ bool Run::early_stop_after(const EpochMetrics& m) {
 // names weights that were not written).
 void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
   const std::vector<float> params = engine->parameters();
+  const ModelBuffers model_buffers = engine->buffers();
   if (writes_outputs())
-    save_weights(outputs->path(RunOutputs::kModel), plan, params, normalization, weights_metadata);
+    save_weights(outputs->path(RunOutputs::kModel), plan, params, model_buffers, normalization,
+                 weights_metadata);
   const double score = m.has_val ? m.val_acc : m.test_acc;
   if (score > state.best_score) {
     state.best_score = score;
@@ -346,7 +364,8 @@ void Run::finish_epoch(EpochMetrics& m, TrainSummary& summary) {
     if (m.has_val) meta["best_val_acc"] = json_number(m.val_acc);
     meta["run_id"] = state.run_id;
     if (writes_outputs())
-      save_weights(outputs->path(RunOutputs::kBestModel), plan, params, normalization, meta);
+      save_weights(outputs->path(RunOutputs::kBestModel), plan, params, model_buffers,
+                   normalization, meta);
   }
   m.stopped_early = early_stop_after(m);
   state.stopped_early = m.stopped_early;
@@ -383,6 +402,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
     train_seconds += seconds;
     samples_trained += c.samples;
     const TrainCounters total = plus(carried, c);
+    run.broadcast_buffers();
     if (run.stop_agreed()) run.interrupt(epoch, run.steps_per_epoch, total);
     const double busy = run.engine->take_busy_percent();
     const auto eval_start = Clock::now();
@@ -436,7 +456,7 @@ TrainSummary train(const TrainRequest& request, TrainObserver& observer) {
                      std::to_string(run.config.train.epochs) + "; nothing to train");
     if (run.writes_outputs())
       save_weights(run.outputs->path(RunOutputs::kModel), run.plan, run.engine->parameters(),
-                   run.normalization, run.weights_metadata);
+                   run.engine->buffers(), run.normalization, run.weights_metadata);
   }
   run.charts->finish(request.stop);
   // Read last: the description says so when the engine had to fall back to eager steps.

@@ -1,5 +1,7 @@
 // gputrain layers → ONNX operators (opset 13): conv2d → Conv, relu → Relu, maxpool2d → MaxPool,
-// flatten → Flatten(axis 1), linear → Gemm(transB = 1), as torch.onnx exports the same modules.
+// flatten → Flatten(axis 1), linear → Gemm(transB = 1), batchnorm2d → BatchNormalization (the
+// inference form: running statistics), avgpool2d → AveragePool, global_avgpool →
+// GlobalAveragePool, dropout → Identity, as torch.onnx exports the same modules in eval mode.
 #include "export/onnx.hpp"
 
 #include <onnx/checker.h>
@@ -25,6 +27,13 @@ void add_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int
   a->set_name(name);
   a->set_type(onnx::AttributeProto::INTS);
   for (int64_t v : values) a->add_ints(v);
+}
+
+void add_float(onnx::NodeProto* n, const std::string& name, float value) {
+  onnx::AttributeProto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(value);
 }
 
 void add_int(onnx::NodeProto* n, const std::string& name, int64_t value) {
@@ -57,7 +66,10 @@ void set_value_info(onnx::ValueInfoProto* v, const std::string& name, int elem_t
 }  // namespace
 
 void export_onnx(const std::string& path, const ModelPlan& plan, const std::vector<float>& params,
-                 const Normalization& normalization, const OnnxExportOptions& options) {
+                 const ModelBuffers& buffers, const Normalization& normalization,
+                 const OnnxExportOptions& options) {
+  if (buffers.values.size() != plan.buffer_count)
+    throw Error("export: the model's buffers do not have the plan's sizes");
   onnx::ModelProto model;
   model.set_ir_version(7);  // the IR of opset 13 (ONNX 1.8): every runtime since reads it
   model.set_producer_name("gputrain");
@@ -124,6 +136,34 @@ void export_onnx(const std::string& path, const ModelPlan& plan, const std::vect
       case LayerKind::Flatten:
         add_int(add_node(g, "Flatten", node_name, {x}, out), "axis", 1);
         spatial = false;
+        break;
+      case LayerKind::BatchNorm2d: {
+        const ParameterInfo &w = plan.weight(l), &b = plan.bias(l);
+        const BufferInfo &mean = plan.buffers[size_t(l.running_mean_index)],
+                         &var = plan.buffers[size_t(l.running_var_index)];
+        add_initializer(g, w.name, w.shape, params.data() + w.offset, w.count);
+        add_initializer(g, b.name, b.shape, params.data() + b.offset, b.count);
+        add_initializer(g, mean.name, mean.shape, buffers.values.data() + mean.offset, mean.count);
+        add_initializer(g, var.name, var.shape, buffers.values.data() + var.offset, var.count);
+        onnx::NodeProto* n = add_node(g, "BatchNormalization", c.name,
+                                      {x, w.name, b.name, mean.name, var.name}, out);
+        add_float(n, "epsilon", float(c.eps));
+        add_float(n, "momentum", float(1.0 - c.momentum));  // ONNX's is torch's 1 − momentum
+        break;
+      }
+      case LayerKind::AvgPool2d: {
+        onnx::NodeProto* n = add_node(g, "AveragePool", node_name, {x}, out);
+        add_ints(n, "kernel_shape", {c.kernel, c.kernel});
+        add_ints(n, "strides", {c.stride, c.stride});
+        add_int(n, "ceil_mode", 0);
+        add_int(n, "count_include_pad", 0);
+        break;
+      }
+      case LayerKind::GlobalAvgPool:
+        add_node(g, "GlobalAveragePool", node_name, {x}, out);
+        break;
+      case LayerKind::Dropout:  // inference: the identity
+        add_node(g, "Identity", node_name, {x}, out);
         break;
       case LayerKind::Linear: {
         if (spatial) {  // a 1×1 map fed to linear without flatten: the same numbers, flat

@@ -21,7 +21,9 @@ struct OnnxExportOptions {
 constexpr int kOnnxOpset = 13;
 
 // Output `logits` float32 [N, classes]. Writes atomically; WeightsError / IoError on failure.
+// `buffers`: the plan's (batchnorm2d's running statistics, exported for inference).
 void export_onnx(const std::string& path, const ModelPlan& plan, const std::vector<float>& params,
-                 const Normalization& normalization, const OnnxExportOptions& options);
+                 const ModelBuffers& buffers, const Normalization& normalization,
+                 const OnnxExportOptions& options);
 
 }  // namespace gputrain

@@ -273,6 +273,103 @@ std::vector<Case> cases_for(int C, int H, int W, int B, cudaStream_t s) {
     b.diff = [=] { return max_abs_diff(dgx->download(), *dxc); };
     out.push_back(b);
   }
+  // batchnorm2d (training forward, backward), average pooling 2×2/2 and dropout (p = 0.5) on
+  // conv1's output [B,16,H,W]; global average pooling on conv2's [B,32,H,W].
+  {
+    const int ch = 16;
+    const size_t n = size_t(B) * ch * plane;
+    const std::string size =
+        std::to_string(B) + "x16x" + std::to_string(H) + "x" + std::to_string(W);
+    auto x = fl(n, 11), dy = fl(n, 12), yc = fl(n, 0), dxc = fl(n, 0);
+    auto w = std::make_shared<std::vector<float>>(size_t(ch), 1.5f), b = fl(size_t(ch), 13);
+    auto stats = fl(4 * size_t(ch), 0);  // running mean, var; save mean, invstd
+    auto dx_dev = std::make_shared<Dev<float>>(*x), ddy = std::make_shared<Dev<float>>(*dy);
+    auto dy_out = std::make_shared<Dev<float>>(*yc), ddx = std::make_shared<Dev<float>>(*dxc);
+    auto dw = std::make_shared<Dev<float>>(*w), db = std::make_shared<Dev<float>>(*b);
+    auto hgrads = fl(2 * size_t(ch), 0);
+    auto dstats = std::make_shared<Dev<float>>(*stats),
+         dgrads = std::make_shared<Dev<float>>(*hgrads);
+    const size_t ws_bytes = k::batchnorm_workspace_bytes(B, ch, plane);
+    auto ws = std::make_shared<Dev<unsigned char>>(std::vector<unsigned char>(ws_bytes));
+    // Statistics: [running mean | running var | batch mean | batch invstd], each [16].
+    Case f{"batchnorm2d_forward_train", size, double(n) * 12};
+    f.reset = [=] { dstats->upload(*stats); };
+    f.gpu = [=] {
+      float* st = dstats->get();
+      k::launch_batchnorm2d_forward_train(B, ch, plane, dx_dev->get(), dw->get(), db->get(), 1e-5f,
+                                          0.1f, st, st + ch, dy_out->get(), st + 2 * ch,
+                                          st + 3 * ch, ws->get(), ws_bytes, s);
+    };
+    f.cpu = [=] {
+      float* h = stats->data();
+      cpu::batchnorm2d_forward_train(B, ch, plane, x->data(), w->data(), b->data(), 1e-5f, 0.1f, h,
+                                     h + ch, yc->data(), h + 2 * ch, h + 3 * ch);
+    };
+    f.diff = [=] { return max_abs_diff(dy_out->download(), *yc); };
+    out.push_back(f);
+    Case g{"batchnorm2d_backward", size, double(n) * 12};
+    g.gpu = [=] {
+      float* d = dstats->get();
+      float* grads = dgrads->get();
+      k::launch_batchnorm2d_backward(B, ch, plane, dx_dev->get(), dw->get(), d + 2 * ch, d + 3 * ch,
+                                     ddy->get(), ddx->get(), grads, grads + ch, ws->get(), ws_bytes,
+                                     s);
+    };
+    g.cpu = [=] {
+      const float* h = stats->data();
+      cpu::batchnorm2d_backward(B, ch, plane, x->data(), w->data(), h + 2 * ch, h + 3 * ch,
+                                dy->data(), dxc->data(), hgrads->data(), hgrads->data() + ch);
+    };
+    g.diff = [=] { return max_abs_diff(ddx->download(), *dxc); };
+    out.push_back(g);
+
+    const gputrain::PoolGeometry pg{B, ch, H, W, 2, 2};
+    const size_t ny = size_t(B) * ch * pg.out_height() * pg.out_width();
+    auto pyc = fl(ny, 0), pdy = fl(ny, 14);
+    auto dpy = std::make_shared<Dev<float>>(*pyc), dpdy = std::make_shared<Dev<float>>(*pdy);
+    Case af{"avgpool2d_forward", size, double(n + ny) * 4};
+    af.gpu = [=] { k::launch_avgpool2d_forward(pg, dx_dev->get(), dpy->get(), s); };
+    af.cpu = [=] { cpu::avgpool2d_forward(pg, x->data(), pyc->data()); };
+    af.diff = [=] { return max_abs_diff(dpy->download(), *pyc); };
+    out.push_back(af);
+    Case ab{"avgpool2d_backward", size, double(n + ny) * 4};
+    ab.gpu = [=] { k::launch_avgpool2d_backward(pg, dpdy->get(), ddx->get(), s); };
+    ab.cpu = [=] { cpu::avgpool2d_backward(pg, pdy->data(), dxc->data()); };
+    ab.diff = [=] { return max_abs_diff(ddx->download(), *dxc); };
+    out.push_back(ab);
+
+    // Samples 0..B-1 of epoch 1, layer 3.
+    std::vector<int32_t> order(static_cast<size_t>(B));
+    for (int i = 0; i < B; ++i) order[size_t(i)] = 7 * i;
+    auto ho = std::make_shared<std::vector<int32_t>>(order);
+    auto dord = std::make_shared<Dev<int32_t>>(order);
+    auto dstate = std::make_shared<Dev<k::StepState>>(std::vector<k::StepState>{{0, 0, 1}});
+    auto mc = std::make_shared<std::vector<uint8_t>>(n);
+    auto dm = std::make_shared<Dev<uint8_t>>(*mc);
+    Case d{"dropout_forward", size, double(n) * 9};
+    d.gpu = [=] {
+      k::launch_dropout_forward(int64_t(n), int64_t(ch) * plane, dord->get(), dstate->get(), 42, 3,
+                                0.5f, dx_dev->get(), dy_out->get(), dm->get(), s);
+    };
+    d.cpu = [=] {
+      cpu::dropout_forward(int64_t(n), int64_t(ch) * plane, ho->data(), 42, 1, 3, 0.5f, x->data(),
+                           yc->data(), mc->data());
+    };
+    d.diff = [=] { return max_abs_diff(dy_out->download(), *yc); };
+    out.push_back(d);
+
+    const int ch2 = 32;
+    const size_t n2 = size_t(B) * ch2 * plane;
+    auto x2 = fl(n2, 15), y2 = fl(size_t(B) * ch2, 0);
+    auto dx2 = std::make_shared<Dev<float>>(*x2), dy2 = std::make_shared<Dev<float>>(*y2);
+    Case gp{"global_avgpool_forward",
+            std::to_string(B) + "x32x" + std::to_string(H) + "x" + std::to_string(W),
+            double(n2) * 4};
+    gp.gpu = [=] { k::launch_global_avgpool_forward(B, ch2, plane, dx2->get(), dy2->get(), s); };
+    gp.cpu = [=] { cpu::global_avgpool_forward(B, ch2, plane, x2->data(), y2->data()); };
+    gp.diff = [=] { return max_abs_diff(dy2->download(), *y2); };
+    out.push_back(gp);
+  }
   // Softmax cross-entropy (fused forward + backward, loss and correct accumulated) on fc2's [B,10].
   {
     const int K = 10;
@@ -324,7 +421,7 @@ std::vector<Case> cases_for(int C, int H, int W, int B, cudaStream_t s) {
     };
     c.gpu = [=] {
       k::launch_sgd_step(P, dw->get(), dg->get(), dv->get(), constants, table->get(), 1,
-                         state->get(), s);
+                         state->get(), nullptr, s);
     };
     c.cpu = [=] { cpu::sgd_update(P, wc->data(), g->data(), vc->data(), p); };
     c.diff = [=] { return max_abs_diff(dw->download(), *wc); };

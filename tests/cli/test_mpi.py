@@ -239,3 +239,34 @@ def test_info_and_version_name_the_world_and_mpi(tmp_path):
     assert "world: 1 process; MPI: " in alone.stdout, alone.stdout
     version = h.run_gputrain(["--version"], cwd=tmp_path)
     assert "MPI: " in version.stdout, version.stdout
+
+
+BN_LAYERS = [
+    {"type": "conv2d", "name": "conv1", "out_channels": 4, "kernel": 3, "stride": 1, "padding": 1},
+    {"type": "batchnorm2d", "name": "bn1"},
+    {"type": "relu"},
+    {"type": "avgpool2d", "kernel": 2},
+    {"type": "flatten"},
+    {"type": "dropout", "p": 0.2},
+    {"type": "linear", "name": "fc1", "out_features": 10},
+]
+
+
+def test_batchnorm_ranks_evaluate_with_rank_0s_running_statistics(make_config, tmp_path):
+    # Each rank's running statistics follow its own half of every batch; before evaluating, every
+    # rank takes rank 0's (as DDP's broadcast_buffers), which model.safetensors holds. So the
+    # test metrics the 2 ranks report together are those of a one-process eval of the weights.
+    cfg = make_config(epochs=2, batch_size=32, threads=1, layers=BN_LAYERS)
+    res = run_mpi(2, ["train", "--config", cfg, "--out", tmp_path / "two", "--quiet"],
+                  cwd=tmp_path)
+    assert res.returncode == 0, h.describe(res)
+    weights = h.read_safetensors(tmp_path / "two/model.safetensors")
+    assert int(weights.tensors["bn1.num_batches_tracked"]) == 2 * (h.TRAIN_COUNT // 32 + 1)
+    last = h.read_metrics(tmp_path / "two/metrics.jsonl")[-1]
+    ev = h.run_gputrain(["eval", "--config", cfg, "--weights", tmp_path / "two/model.safetensors",
+                         "--json"], cwd=tmp_path)
+    h.assert_ok(ev)
+    import json
+    result = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert result["accuracy"] == pytest.approx(last["test_acc"], abs=1e-12)
+    assert result["loss"] == pytest.approx(last["test_loss"], rel=1e-6)

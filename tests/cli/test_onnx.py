@@ -32,6 +32,22 @@ LAYERS = [
     {"type": "linear", "name": "fc2", "out_features": 10},
 ]
 
+# The issue-11 layers: batch norm (exported with its running statistics), average pooling with
+# overlapping windows, global average pooling, dropout (the identity at inference).
+BN_LAYERS = [
+    {"type": "conv2d", "name": "conv1", "out_channels": 6, "kernel": 3, "stride": 1, "padding": 1},
+    {"type": "batchnorm2d", "name": "bn1"},
+    {"type": "relu"},
+    {"type": "avgpool2d", "kernel": 3, "stride": 2},
+    {"type": "conv2d", "name": "conv2", "out_channels": 8, "kernel": 3, "stride": 1, "padding": 1},
+    {"type": "batchnorm2d", "name": "bn2", "momentum": 0.3, "eps": 1e-3},
+    {"type": "relu"},
+    {"type": "global_avgpool"},
+    {"type": "flatten"},
+    {"type": "dropout", "p": 0.25},
+    {"type": "linear", "name": "fc1", "out_features": 10},
+]
+
 RUNNER = """
 import sys, numpy as np, onnxruntime as ort
 model, inp, out = sys.argv[1:4]
@@ -64,10 +80,11 @@ def run_onnx(python, model, images, tmp_path):
     return np.load(out)
 
 
-def test_onnx_logits_match_eval_on_256_images(tmp_path, dataset):
+@pytest.mark.parametrize("layers", [LAYERS, BN_LAYERS], ids=["conv-pool-linear", "batchnorm-avgpool-dropout"])
+def test_onnx_logits_match_eval_on_256_images(tmp_path, dataset, layers):
     python = onnxruntime_python()
     out = tmp_path / "run"
-    cfg = h.write_config(tmp_path / "c.yaml", dataset.dir, out, layers=LAYERS, epochs=1,
+    cfg = h.write_config(tmp_path / "c.yaml", dataset.dir, out, layers=layers, epochs=1,
                          test_limit=N_IMAGES)
     h.assert_ok(h.run_gputrain(["train", "--config", cfg]))
     weights = out / "model.safetensors"

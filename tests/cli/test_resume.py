@@ -196,3 +196,53 @@ def test_sigint_mid_epoch_with_augmentation_resumes_bitwise(make_config, tmp_pat
     plain = tmp_path / "plain"
     train(cfg, plain, "--set", f"train.epochs={total}", cwd=tmp_path)
     assert h.any_tensor_differs(ref / "model.safetensors", plain / "model.safetensors")
+
+
+BN_DROPOUT_LAYERS = [
+    {"type": "conv2d", "name": "conv1", "out_channels": 4, "kernel": 3, "stride": 1, "padding": 1},
+    {"type": "batchnorm2d", "name": "bn1"},
+    {"type": "relu"},
+    {"type": "avgpool2d", "kernel": 2},
+    {"type": "conv2d", "name": "conv2", "out_channels": 6, "kernel": 3, "stride": 1, "padding": 1},
+    {"type": "batchnorm2d", "name": "bn2", "momentum": 0.2},
+    {"type": "relu"},
+    {"type": "global_avgpool"},
+    {"type": "flatten"},
+    {"type": "dropout", "p": 0.3},
+    {"type": "linear", "name": "fc1", "out_features": 10},
+]
+
+
+def test_sigint_mid_epoch_with_batchnorm_dropout_augmentation_resumes_bitwise(make_config, tmp_path):
+    # Batch-norm running statistics and num_batches_tracked travel in the checkpoint; dropout's
+    # masks, like the augmentation, are keyed by (seed, epoch, sample, layer): a resumed epoch
+    # drops the same units.
+    augment = ["--set", "data.augment.crop_padding=2", "--set", "data.augment.hflip=true"]
+    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9, layers=BN_DROPOUT_LAYERS)
+    out = tmp_path / "interrupted"
+    interrupt(["--config", cfg, *augment], out, tmp_path, "first", after_s=1.5)
+    metrics_path = out / "metrics.jsonl"
+    total = (len(h.read_metrics(metrics_path)) if metrics_path.exists() else 0) + 1
+    res = h.run_gputrain(["train", "--config", cfg, *augment, "--out", out, "--quiet",
+                          "--resume", out / "checkpoint.safetensors",
+                          "--set", f"train.epochs={total}"], cwd=tmp_path)
+    h.assert_ok(res)
+    ref = tmp_path / "uninterrupted"
+    train(cfg, ref, *augment, "--set", f"train.epochs={total}", cwd=tmp_path)
+    h.assert_bitwise_equal(ref / "model.safetensors", out / "model.safetensors")
+    ref_ckpt = h.read_safetensors(ref / "checkpoint.safetensors")
+    assert ref_ckpt.raw == h.read_safetensors(out / "checkpoint.safetensors").raw
+    # The buffers are there, num_batches_tracked as an int64 count of every step of the run.
+    steps = total * (h.TRAIN_COUNT // 16 + (1 if h.TRAIN_COUNT % 16 else 0))
+    for bn in ("bn1", "bn2"):
+        assert ref_ckpt.header[f"{bn}.num_batches_tracked"]["dtype"] == "I64"
+        # aligned as the reference writer aligns (loaders may view the bytes in place)
+        assert ref_ckpt.header[f"{bn}.num_batches_tracked"]["data_offsets"][0] % 8 == 0
+        assert int(ref_ckpt.tensors[f"{bn}.num_batches_tracked"]) == steps
+        assert f"{bn}.running_mean" in ref_ckpt.tensors and f"{bn}.running_var" in ref_ckpt.tensors
+    # Dropout changes the run (so the equality above is not that of a run without it).
+    no_dropout = tmp_path / "no-dropout"
+    layers = [dict(l, p=0.0) if l["type"] == "dropout" else l for l in BN_DROPOUT_LAYERS]
+    train(make_config(name="p0.yaml", epochs=total, batch_size=16, lr=0.01, momentum=0.9, layers=layers),
+          no_dropout, *augment, cwd=tmp_path)
+    assert h.any_tensor_differs(ref / "model.safetensors", no_dropout / "model.safetensors")

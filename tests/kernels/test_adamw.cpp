@@ -74,7 +74,7 @@ TEST_CASE("adamw_step matches cpu::adamw_update step by step from the step table
             gk::launch_adamw_step(n, w.data() + misalign, gb.data() + misalign,
                                   mb.data() + misalign, vb.data() + misalign, constants,
                                   table.data(), int64_t(table.size()), &state,
-                                  st.clip_scale >= 0 ? &clip : nullptr, nullptr);
+                                  st.clip_scale >= 0 ? &clip : nullptr, nullptr, nullptr);
           }
           auto slice = [&](const std::vector<float>& b) {
             return std::vector<float>(b.begin() + misalign, b.begin() + misalign + n);
@@ -101,10 +101,60 @@ TEST_CASE("adamw_step clamps the table index and refuses a missing table", "[ker
   gk::StepState state;
   state.step = 99;  // beyond the table: its last entry
   gk::launch_adamw_step(5, w.data(), g.data(), m.data(), v.data(), gk::make_adamw_constants(spec),
-                        table.data(), 1, &state, nullptr, nullptr);
+                        table.data(), 1, &state, nullptr, nullptr, nullptr);
   CHECK(w[0] < 1.0f);
-  CHECK_THROWS_AS(
-      gk::launch_adamw_step(5, w.data(), g.data(), m.data(), v.data(),
-                            gk::make_adamw_constants(spec), nullptr, 0, &state, nullptr, nullptr),
-      gputrain::RuntimeFailure);
+  CHECK_THROWS_AS(gk::launch_adamw_step(5, w.data(), g.data(), m.data(), v.data(),
+                                        gk::make_adamw_constants(spec), nullptr, 0, &state, nullptr,
+                                        nullptr, nullptr),
+                  gputrain::RuntimeFailure);
+}
+
+TEST_CASE("adamw_step with a weight decay mask matches cpu::adamw_update's", "[kernels]") {
+  // Exempt elements (mask 0) are not scaled by 1 − lr·wd; the others are.
+  gputrain::OptimizerSpec spec;
+  spec.kind = gputrain::OptimizerKind::AdamW;
+  spec.weight_decay = 0.1f;
+  gputrain::ScheduleSpec schedule;
+  schedule.base_lr = 0.01;
+  const auto table = gputrain::step_table(spec, schedule, 3);
+  const gk::AdamWConstants constants = gk::make_adamw_constants(spec);
+  for (int misalign : {0, 1}) {
+    INFO("misaligned " << misalign);
+    const int64_t n = 1001;
+    const size_t m = size_t(n);
+    std::vector<uint8_t> mask(m + 4);
+    for (size_t i = 0; i < mask.size(); ++i) mask[i] = uint8_t((i / 5) % 2);
+    const uint8_t* decay = mask.data() + misalign;
+    auto run = [&] {
+      auto w_want = random_floats(m, 91);
+      std::vector<float> m_want(m, 0.0f), v_want(m, 0.0f);
+      std::vector<float> w(m + 4), mb(m + 4, 0.0f), vb(m + 4, 0.0f);
+      std::copy(w_want.begin(), w_want.end(), w.begin() + misalign);
+      gk::StepState state;
+      for (int s = 0; s < 3; ++s) {
+        const auto g = random_floats(m, 92 + size_t(s));
+        std::vector<float> gb(m + 4);
+        std::copy(g.begin(), g.end(), gb.begin() + misalign);
+        gputrain::cpu::AdamWParams p;
+        p.lr = table[size_t(s)].lr;
+        p.beta1 = constants.beta1;
+        p.beta2 = constants.beta2;
+        p.one_minus_beta1 = constants.one_minus_beta1;
+        p.one_minus_beta2 = constants.one_minus_beta2;
+        p.eps = constants.eps;
+        p.weight_decay = constants.weight_decay;
+        p.bias_correction1 = table[size_t(s)].bias_correction1;
+        p.bias_correction2_sqrt = table[size_t(s)].bias_correction2_sqrt;
+        gputrain::cpu::adamw_update(n, w_want.data(), g.data(), m_want.data(), v_want.data(), p,
+                                    decay);
+        state.step = s + 1;
+        gk::launch_adamw_step(n, w.data() + misalign, gb.data() + misalign, mb.data() + misalign,
+                              vb.data() + misalign, constants, table.data(), int64_t(table.size()),
+                              &state, nullptr, decay, nullptr);
+      }
+      expect_close(std::vector<float>(w.begin() + misalign, w.begin() + misalign + n), w_want, 1e-6,
+                   1e-6, "w");
+    };
+    for_each_schedule(run);
+  }
 }

@@ -101,7 +101,7 @@ TEST_CASE("sgd_step reads each step's lr from the step table by the device step 
   for (int step = 1; step < 5; ++step) {
     gk::launch_advance_step(&state, 8, nullptr);  // forward_backward's last node
     gk::launch_sgd_step(n, w.data(), g.data(), v.data(), gk::make_sgd_hyper(constants),
-                        table.data(), int64_t(table.size()), &state, nullptr);
+                        table.data(), int64_t(table.size()), &state, nullptr, nullptr);
     SgdParams p = constants;
     p.lr = table[size_t(std::min(step, 2))].lr;  // past the end: the last entry
     gputrain::cpu::sgd_update(n, w_want.data(), g.data(), v_want.data(), p);
@@ -109,7 +109,46 @@ TEST_CASE("sgd_step reads each step's lr from the step table by the device step 
   CHECK(state.step == 5);
   expect_close(w, w_want, 1e-6, 1e-6, "w");
   expect_close(v, v_want, 1e-6, 1e-6, "v");
-  CHECK_THROWS_AS(gk::launch_sgd_step(n, w.data(), g.data(), v.data(),
-                                      gk::make_sgd_hyper(constants), nullptr, 0, &state, nullptr),
-                  gputrain::RuntimeFailure);
+  CHECK_THROWS_AS(
+      gk::launch_sgd_step(n, w.data(), g.data(), v.data(), gk::make_sgd_hyper(constants), nullptr,
+                          0, &state, nullptr, nullptr),
+      gputrain::RuntimeFailure);
+}
+
+TEST_CASE("sgd_step with a weight decay mask matches cpu::sgd_update's", "[kernels]") {
+  // Exempt elements (mask 0: biases, normalization parameters) get g' = g; the others g + wd·w.
+  for (bool nesterov : {false, true})
+    for (float momentum : {0.0f, 0.9f})
+      for (int misalign : {0, 1}) {
+        INFO("momentum " << momentum << ", nesterov " << nesterov << ", misaligned " << misalign);
+        const int64_t n = 1003;
+        const size_t m = size_t(n);
+        std::vector<uint8_t> mask(m + 4);
+        for (size_t i = 0; i < mask.size(); ++i) mask[i] = uint8_t((i / 7) % 3 != 0);
+        const uint8_t* decay = mask.data() + misalign;
+        const SgdParams p{0.05f, momentum, 0.1f, nesterov};
+        const std::vector<gputrain::StepHyper> table = {{p.lr, 1, 1}};
+        auto run = [&] {
+          auto w_want = random_floats(m, 81), v_want = std::vector<float>(m, 0.0f);
+          std::vector<float> w(m + 4), v(m + 4, 0.0f);
+          std::copy(w_want.begin(), w_want.end(), w.begin() + misalign);
+          gk::StepState state;
+          for (int step = 0; step < 3; ++step) {
+            const auto g = random_floats(m, 82 + size_t(step));
+            std::vector<float> gb(m + 4);
+            std::copy(g.begin(), g.end(), gb.begin() + misalign);
+            gputrain::cpu::sgd_update(n, w_want.data(), g.data(), v_want.data(), p, decay);
+            state.step = step + 1;
+            gk::launch_sgd_step(n, w.data() + misalign, gb.data() + misalign,
+                                momentum != 0.0f ? v.data() + misalign : nullptr,
+                                gk::make_sgd_hyper(p), table.data(), 1, &state, decay, nullptr);
+          }
+          expect_close(std::vector<float>(w.begin() + misalign, w.begin() + misalign + n), w_want,
+                       1e-6, 1e-6, "w");
+          if (momentum != 0.0f)
+            expect_close(std::vector<float>(v.begin() + misalign, v.begin() + misalign + n), v_want,
+                         1e-6, 1e-6, "v");
+        };
+        for_each_schedule(run);
+      }
 }

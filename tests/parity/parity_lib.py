@@ -321,6 +321,23 @@ class SpecNet(nn.Module):
                 h, w = (h - k) // s + 1, (w - k) // s + 1
             elif t == "flatten":
                 self.ops.append(("flatten", None))
+            elif t == "batchnorm2d":
+                m = nn.BatchNorm2d(c, eps=layer.get("eps", 1e-5), momentum=layer.get("momentum", 0.1))
+                setattr(self, layer["name"], m)
+                self.ops.append(("bn", layer["name"]))
+            elif t == "avgpool2d":
+                k = layer["kernel"]
+                s = layer.get("stride", k)
+                self.ops.append(("avgpool", (k, s)))
+                h, w = (h - k) // s + 1, (w - k) // s + 1
+            elif t == "global_avgpool":
+                self.ops.append(("gap", None))
+                h, w = 1, 1
+            elif t == "dropout":
+                m = nn.Dropout(layer["p"])
+                self.dropouts = getattr(self, "dropouts", 0) + 1
+                setattr(self, f"_dropout{self.dropouts}", m)   # no parameters: not in the state_dict
+                self.ops.append(("dropout", f"_dropout{self.dropouts}"))
             else:
                 raise ValueError(t)
 
@@ -340,6 +357,12 @@ class SpecNet(nn.Module):
                 if self.mutant == "flatten_hwc":
                     x = x.permute(0, 2, 3, 1)
                 x = x.reshape(x.shape[0], -1)
+            elif op in ("bn", "dropout"):
+                x = getattr(self, arg)(x)
+            elif op == "avgpool":
+                x = F.avg_pool2d(x, arg[0], arg[1])
+            elif op == "gap":
+                x = F.adaptive_avg_pool2d(x, 1)
         return x
 
 
@@ -349,7 +372,9 @@ def make_net(input_chw, layers, seed, mutant=None):
 
 
 def state_numpy(net):
-    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    """float32 arrays; integer buffers (BatchNorm's num_batches_tracked) stay int64, as torch saves them."""
+    return {k: v.detach().cpu().numpy().astype(np.int64 if not v.is_floating_point() else np.float32)
+            for k, v in net.state_dict().items()}
 
 
 def load_state(net, tensors):

@@ -35,9 +35,11 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 import cases
 import parity_lib as pl
+import test_parity_layers as layers_parity   # the issue-11 layer nets and their PyTorch oracles
 
 FWD_TOL_CUDA = 3e-5
 TRAJ_TOL_CUDA = 1e-4
@@ -133,3 +135,80 @@ def test_trajectory_cuda_reduced_precision(env, case, precision):
     pl.report(tag, "max rel update diff", upd, update_tol, f"({uwhere})")
     assert worst <= traj_tol, f"{case} {precision}: weights differ from PyTorch's by {worst:.3g} ({where})"
     assert upd <= update_tol, f"{case} {precision}: updates differ from PyTorch's by {upd:.3g} ({uwhere})"
+
+
+# ---- the issue-11 layers (batchnorm2d, avgpool2d, global_avgpool, dropout) on the CUDA backend ----
+# The nets and the PyTorch oracles of test_parity_layers.py, run with --device cuda. Bounds as above:
+# the eval forward at FWD_TOL_CUDA; the trajectories at TRAJ_TOL_CUDA against float64 PyTorch, the
+# batch-norm buffers (running statistics, num_batches_tracked) included: the batch statistics and
+# their gradients are summed in double on the GPU too (kernels/batchnorm.cuh), so the only new
+# difference to the CPU backend is the convolutions' summation order.
+
+
+def test_layers_forward_cuda(env, tmp_path):
+    net = layers_parity.randomized_bn_net(201, p=0.5)
+    init, _ = layers_parity.write_init(tmp_path, net, "forward")
+    config = pl.write_config(tmp_path / "bn-forward.yaml", layers_parity.INPUT, layers_parity.bn_layers(0.5),
+                             pl.FASHION_DIR)
+    x, y = pl.fashion("test", 64)
+    mean, std = layers_parity.MEAN, layers_parity.STD
+    logits = pl.torch_logits(net, pl.normalize(x, mean, std))   # eval: running stats, no dropout
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).item()
+    res, dump = pl.evaluate(config, init, tmp_path / "logits.safetensors", device="cuda", data__test_limit=64,
+                            data__train_limit=64, data__mean=mean, data__std=std)
+    cases.check_eval("cuda layers forward (eval: running stats, dropout identity)", res, dump, logits.numpy(), y,
+                     loss, FWD_TOL_CUDA)
+
+
+def _train_layers(tmp_path, name, layers, init_path, n, batch, device, extra_args=(), **settings):
+    config = pl.write_config(tmp_path / f"{name}.yaml", layers_parity.INPUT, layers, pl.FASHION_DIR)
+    return pl.train(config, tmp_path / f"run-{name}-{device}", init=init_path, device=device,
+                    extra_args=extra_args, train__shuffle=False, data__train_limit=n, data__test_limit=64,
+                    data__mean=layers_parity.MEAN, data__std=layers_parity.STD, train__epochs=1,
+                    train__batch_size=batch, **settings)[0]
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["graph", "no-graph"])
+@pytest.mark.parametrize("case", list(layers_parity.TRAJECTORIES))
+def test_layers_trajectory_cuda(env, tmp_path, case, graph):
+    if not graph and case != "bn-sgd-momentum":
+        pytest.skip("--no-graph only for the first case")
+    seed, n, batch, lr, mu, wd, decay_all = layers_parity.TRAJECTORIES[case]
+    layers = layers_parity.bn_layers(0.0)
+    init_path, init = layers_parity.write_init(tmp_path, layers_parity.randomized_bn_net(seed, p=0.0), case)
+    x, y = pl.fashion("train", n)
+    ref = layers_parity.torch_train(layers, init, pl.normalize(x, layers_parity.MEAN, layers_parity.STD),
+                                    torch.from_numpy(y), dtype=torch.float64, batch=batch, lr=lr, momentum=mu,
+                                    weight_decay=wd, decay_norm_and_bias=decay_all)
+    tensors = _train_layers(tmp_path, case, layers, init_path, n, batch, "cuda",
+                            extra_args=() if graph else ("--no-graph",), optimizer__lr=lr,
+                            optimizer__momentum=mu, optimizer__weight_decay=wd,
+                            optimizer__decay_norm_and_bias=decay_all)
+    steps = -(-n // batch)
+    for bn in ("bn1", "bn2", "bn3"):
+        assert tensors[f"{bn}.num_batches_tracked"].dtype == np.int64
+        assert int(tensors[f"{bn}.num_batches_tracked"]) == 7 + steps == int(ref[f"{bn}.num_batches_tracked"])
+    tag = f"cuda layers trajectory {case}{'' if graph else ' --no-graph'}"
+    worst, where = pl.worst_rel(tensors, ref)
+    pl.report(tag, f"max rel diff to fp64 after {steps} steps (weights, BN buffers)", worst, TRAJ_TOL_CUDA,
+              f"({where})")
+    assert worst <= TRAJ_TOL_CUDA, f"{case}: CUDA state differs from PyTorch's by {worst:.3g} ({where})"
+
+
+def test_dropout_drops_the_same_units_on_cpu_and_cuda(env, tmp_path):
+    """Dropout's units are keyed by (train.seed, epoch, sample, layer, unit), not by a device's
+    generator: 16 training steps with p = 0.5 give the same weights on both backends (to the
+    trajectory bound), while another train.seed (the only thing it changes here: no shuffling, no
+    augmentation, weights from --init) drops other units and gives other weights."""
+    layers = layers_parity.bn_layers(0.5)
+    init_path, _ = layers_parity.write_init(tmp_path, layers_parity.randomized_bn_net(221, p=0.5), "dropout")
+    common = dict(optimizer__lr=0.05, optimizer__momentum=0.5)
+    cuda = _train_layers(tmp_path, "dropout", layers, init_path, 512, 32, "cuda", train__seed=5, **common)
+    cpu = _train_layers(tmp_path, "dropout", layers, init_path, 512, 32, "cpu", train__seed=5, **common)
+    other = _train_layers(tmp_path, "dropout-seed6", layers, init_path, 512, 32, "cpu", train__seed=6, **common)
+    same, where = pl.worst_rel(cuda, cpu)
+    pl.report("cuda dropout", "CUDA vs CPU after 16 steps, p = 0.5, same seed", same, TRAJ_TOL_CUDA, f"({where})")
+    apart = pl.report("cuda dropout", "CPU seed 5 vs seed 6 (other units dropped)", pl.worst_rel(other, cpu)[0],
+                      10 * TRAJ_TOL_CUDA)
+    assert same <= TRAJ_TOL_CUDA, f"CUDA and CPU trajectories with dropout differ by {same:.3g} ({where})"
+    assert apart >= 10 * TRAJ_TOL_CUDA, "the dropout case cannot tell other masks apart"

@@ -43,4 +43,31 @@ inline LayerConfig maxpool(int kernel, int stride) {
   return l;
 }
 
+inline LayerConfig batchnorm(const std::string& name, double momentum = 0.1, double eps = 1e-5) {
+  LayerConfig l;
+  l.kind = LayerKind::BatchNorm2d;
+  l.name = name;
+  l.momentum = momentum;
+  l.eps = eps;
+  return l;
+}
+inline LayerConfig avgpool(int kernel, int stride) {
+  LayerConfig l;
+  l.kind = LayerKind::AvgPool2d;
+  l.kernel = kernel;
+  l.stride = stride;
+  return l;
+}
+inline LayerConfig global_avgpool() {
+  LayerConfig l;
+  l.kind = LayerKind::GlobalAvgPool;
+  return l;
+}
+inline LayerConfig dropout(double p) {
+  LayerConfig l;
+  l.kind = LayerKind::Dropout;
+  l.p = p;
+  return l;
+}
+
 }  // namespace gputrain::testing

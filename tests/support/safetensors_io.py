@@ -115,7 +115,9 @@ def _to_numpy(t, dtype=None):
     a = np.asarray(t) if dtype is None else np.asarray(t, dtype=_DTYPES[dtype])
     if a.dtype.newbyteorder("<") not in _NAMES:
         raise SafetensorsError(f"unsupported dtype {a.dtype}")
-    return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
+    # (np.ascontiguousarray makes a 0-d array 1-d: keep the shape, [] for a scalar such as
+    # BatchNorm's num_batches_tracked)
+    return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False)).reshape(a.shape)
 
 
 def write(path, tensors, metadata=None, order=None, dtype=None, header_override=None):

@@ -274,7 +274,7 @@ TEST_CASE("wrong types and out-of-range values name the key, line and value", "[
   parse_error(
       with("{type: relu}", "{type: sigmoid}"),
       {"cfg.yaml:5: model.layers[1].type: expected one of conv2d, relu, maxpool2d, flatten, "
-       "linear, got 'sigmoid'"});
+       "linear, batchnorm2d, avgpool2d, global_avgpool, dropout, got 'sigmoid'"});
   parse_error(with("    - {type: relu}\n", "    - relu\n"), {"cfg.yaml:5: model.layers[1]"});
   parse_error(with("optimizer:\n  lr: 0.1\n", "optimizer: sgd\n"), {"cfg.yaml:12: optimizer"});
   parse_error("- a\n- b\n", {"cfg.yaml:1:", "top level"});

@@ -122,7 +122,7 @@ TEST_CASE("weights and checkpoints round-trip; loading is strict", "[model][chec
   const ModelPlan plan = plan_model(small_net());
   const auto params = initial_parameters(plan, 1), momentum = initial_parameters(plan, 2);
   const Normalization norm{{0.25f, 0.5f}, {0.125f, 2.0f}};
-  save_weights(dir.file("w.safetensors"), plan, params, norm);
+  save_weights(dir.file("w.safetensors"), plan, params, initial_buffers(plan), norm);
   const LoadedWeights w = load_weights(dir.file("w.safetensors"), plan);
   CHECK(w.parameters == params);
   REQUIRE(w.has_normalization);
@@ -138,7 +138,8 @@ TEST_CASE("weights and checkpoints round-trip; loading is strict", "[model][chec
   s.best_epoch = 2;
   s.config_yaml = "model: {}\n";
   const OptimizerStateInfo momentum_info{"momentum", "momentum."};
-  save_checkpoint(dir.file("c.safetensors"), plan, params, {{momentum_info, momentum}}, norm, s);
+  save_checkpoint(dir.file("c.safetensors"), plan, params, initial_buffers(plan),
+                  {{momentum_info, momentum}}, norm, s);
   const LoadedCheckpoint c = load_checkpoint(dir.file("c.safetensors"), plan, {momentum_info});
   CHECK(c.parameters == params);
   REQUIRE(c.optimizer_state.size() == 1);

@@ -41,6 +41,8 @@ class CpuEngine final : public Engine {
     params_.assign(plan.parameter_count, 0.0f);
     grads_.assign(plan.parameter_count, 0.0f);
     optimizer_state_ = cpu::make_optimizer_buffers(options.optimizer, plan.parameter_count);
+    decay_mask_ = weight_decay_mask(plan, options.optimizer);
+    buffers_ = initial_buffers(plan);
 
     // Activation i is layer i's output, activation "-1" the normalized input. Flatten is a view:
     // it shares its input's buffer (NCHW is already C,H,W-major per sample).
@@ -56,6 +58,8 @@ class CpuEngine final : public Engine {
     act_.assign(L, nullptr);
     grad_.assign(L, nullptr);
     argmax_.resize(L);
+    saved_stats_.resize(L);
+    dropout_mask_.resize(L);
     int64_t workspace = 0;
     for (size_t i = 0; i < L; ++i) {
       const LayerPlan& layer = plan.layers[i];
@@ -75,6 +79,10 @@ class CpuEngine final : public Engine {
         grad_[i] = grad_storage_[i].data();
       }
       if (layer.config.kind == LayerKind::MaxPool2d) argmax_[i].assign(n, 0);
+      // batchnorm2d keeps its batch's mean and 1/std per channel for the backward pass.
+      if (layer.config.kind == LayerKind::BatchNorm2d)
+        saved_stats_[i].assign(2 * size_t(layer.input.channels), 0.0f);
+      if (layer.config.kind == LayerKind::Dropout) dropout_mask_[i].assign(n, 0);
       if (layer.config.kind == LayerKind::Conv2d)
         workspace =
             std::max(workspace, cpu::conv_workspace_floats(layer.conv_geometry(batch_), threads_));
@@ -102,6 +110,16 @@ class CpuEngine final : public Engine {
     state_buffer(name) = values;
   }
   std::vector<float> state(const std::string& name) override { return state_buffer(name); }
+  void set_buffers(const ModelBuffers& buffers) override {
+    if (buffers.values.size() != plan_.buffer_count ||
+        buffers.batches_tracked.size() != size_t(plan_.batchnorm_count))
+      throw Error("buffers: expected " + std::to_string(plan_.buffer_count) + " values and " +
+                  std::to_string(plan_.batchnorm_count) + " counts, got " +
+                  std::to_string(buffers.values.size()) + " and " +
+                  std::to_string(buffers.batches_tracked.size()));
+    buffers_ = buffers;
+  }
+  ModelBuffers buffers() override { return buffers_; }
 
   void set_step_table(const std::vector<StepHyper>& table) override {
     if (table.empty()) throw Error("set_step_table: empty table");
@@ -144,7 +162,8 @@ class CpuEngine final : public Engine {
                             options_.mean.data(), options_.std.data(), input_.data());
     }
     for (int i = 0; i < count; ++i) labels_[size_t(i)] = train_.labels[size_t(index[i])];
-    forward(count);
+    forward(count, index);
+    for (int64_t& tracked : buffers_.batches_tracked) ++tracked;
     const size_t last = plan_.layers.size() - 1;
     float* dlogits = grad_[last];
     int64_t correct = 0;
@@ -171,7 +190,8 @@ class CpuEngine final : public Engine {
       ++counters_.grad_norm_steps;
     }
     cpu::optimizer_step(options_.optimizer, step_table_[entry], int64_t(params_.size()),
-                        params_.data(), grads_.data(), optimizer_state_);
+                        params_.data(), grads_.data(), optimizer_state_,
+                        decay_mask_.empty() ? nullptr : decay_mask_.data());
     ++global_step_;
   }
 
@@ -199,7 +219,7 @@ class CpuEngine final : public Engine {
                             int64_t(plan_.input.height) * plan_.input.width, eval_.pixels.data(),
                             eval_index_.data(), options_.mean.data(), options_.std.data(),
                             input_.data());
-      forward(count);
+      forward(count, nullptr);
       int64_t correct = 0;
       result.loss_sum +=
           cpu::softmax_cross_entropy(count, K, act_[last], eval_.labels.data() + first, 1.0f,
@@ -217,11 +237,16 @@ class CpuEngine final : public Engine {
  private:
   const float* input_of(size_t i) const { return i == 0 ? input_.data() : act_[i - 1]; }
 
-  void forward(int count) {
+  // Training mode when `samples` (the batch's indices into the training set, keying dropout) is
+  // given, evaluation mode otherwise (engine.hpp).
+  void forward(int count, const int32_t* samples) {
+    const bool training = samples != nullptr;
     for (size_t i = 0; i < plan_.layers.size(); ++i) {
       const LayerPlan& layer = plan_.layers[i];
       const float* x = input_of(i);
       float* y = act_[i];
+      const int channels = layer.input.channels;
+      const int64_t plane = int64_t(layer.input.height) * layer.input.width;
       switch (layer.config.kind) {
         case LayerKind::Conv2d:
           cpu::conv2d_forward(layer.conv_geometry(count), x, param(layer.weight_index),
@@ -241,6 +266,35 @@ class CpuEngine final : public Engine {
           break;
         case LayerKind::Flatten:
           break;
+        case LayerKind::BatchNorm2d: {
+          const float eps = float(layer.config.eps);
+          float* mean = buffer(layer.running_mean_index);
+          float* var = buffer(layer.running_var_index);
+          if (training)
+            cpu::batchnorm2d_forward_train(
+                count, channels, plane, x, param(layer.weight_index), param(layer.bias_index), eps,
+                float(layer.config.momentum), mean, var, y, saved_stats_[i].data(),
+                saved_stats_[i].data() + channels);
+          else
+            cpu::batchnorm2d_forward_eval(count, channels, plane, x, param(layer.weight_index),
+                                          param(layer.bias_index), mean, var, eps, y);
+          break;
+        }
+        case LayerKind::AvgPool2d:
+          cpu::avgpool2d_forward(layer.pool_geometry(count), x, y);
+          break;
+        case LayerKind::GlobalAvgPool:
+          cpu::global_avgpool_forward(count, channels, plane, x, y);
+          break;
+        case LayerKind::Dropout: {
+          const int64_t n = int64_t(count) * layer.input.size();
+          if (training)
+            cpu::dropout_forward(n, layer.input.size(), samples, options_.seed, epoch_, int(i),
+                                 float(layer.config.p), x, y, dropout_mask_[i].data());
+          else
+            std::copy(x, x + n, y);
+          break;
+        }
       }
     }
   }
@@ -270,12 +324,34 @@ class CpuEngine final : public Engine {
           break;
         case LayerKind::Flatten:
           break;
+        case LayerKind::BatchNorm2d: {
+          const int channels = layer.input.channels;
+          cpu::batchnorm2d_backward(
+              count, channels, int64_t(layer.input.height) * layer.input.width, input_of(i),
+              param(layer.weight_index), saved_stats_[i].data(), saved_stats_[i].data() + channels,
+              dy, dx, grad(layer.weight_index), grad(layer.bias_index));
+          break;
+        }
+        case LayerKind::AvgPool2d:
+          if (dx) cpu::avgpool2d_backward(layer.pool_geometry(count), dy, dx);
+          break;
+        case LayerKind::GlobalAvgPool:
+          if (dx)
+            cpu::global_avgpool_backward(count, layer.input.channels,
+                                         int64_t(layer.input.height) * layer.input.width, dy, dx);
+          break;
+        case LayerKind::Dropout:
+          if (dx)
+            cpu::dropout_backward(int64_t(count) * layer.input.size(), float(layer.config.p),
+                                  dropout_mask_[i].data(), dy, dx);
+          break;
       }
     }
   }
 
   float* param(int index) { return params_.data() + plan_.parameters[size_t(index)].offset; }
   float* grad(int index) { return grads_.data() + plan_.parameters[size_t(index)].offset; }
+  float* buffer(int index) { return buffers_.values.data() + plan_.buffers[size_t(index)].offset; }
 
   std::vector<float>& state_buffer(const std::string& name) {
     std::vector<float>* buffer = optimizer_state_.find(name);
@@ -304,11 +380,15 @@ class CpuEngine final : public Engine {
   std::string blas_;  // "OpenBLAS 0.3.21 (openmp, 2 threads)"
   std::vector<float> params_, grads_, input_, workspace_;
   cpu::OptimizerBuffers optimizer_state_;
+  std::vector<uint8_t> decay_mask_;  // weight_decay_mask: empty when every element decays
+  ModelBuffers buffers_;             // batchnorm2d running statistics and counts
   std::vector<StepHyper> step_table_;
   int64_t global_step_ = 0;
   std::vector<std::vector<float>> storage_, grad_storage_;
   std::vector<float*> act_, grad_;
   std::vector<std::vector<int32_t>> argmax_;
+  std::vector<std::vector<float>> saved_stats_;     // batchnorm2d: mean[C] then invstd[C]
+  std::vector<std::vector<uint8_t>> dropout_mask_;  // dropout: kept units of the last batch
   std::vector<int32_t> labels_, predicted_, eval_index_, order_;
   int epoch_ = 0;                         // the order's epoch: keys the augmentation draws
   std::vector<uint8_t> augmented_;        // [batch, C, H, W] raw augmented images

@@ -20,11 +20,11 @@ OptimizerBuffers make_optimizer_buffers(const OptimizerSpec& spec, size_t n) {
 }
 
 void optimizer_step(const OptimizerSpec& spec, const StepHyper& hyper, int64_t n, float* w,
-                    const float* g, OptimizerBuffers& state) {
+                    const float* g, OptimizerBuffers& state, const uint8_t* decay) {
   switch (spec.kind) {
     case OptimizerKind::Sgd: {
       const SgdParams p{hyper.lr, spec.momentum, spec.weight_decay, spec.nesterov};
-      sgd_update(n, w, g, state.find("momentum")->data(), p);
+      sgd_update(n, w, g, state.find("momentum")->data(), p, decay);
       return;
     }
     case OptimizerKind::AdamW: {
@@ -38,7 +38,8 @@ void optimizer_step(const OptimizerSpec& spec, const StepHyper& hyper, int64_t n
       p.weight_decay = spec.weight_decay;
       p.bias_correction1 = hyper.bias_correction1;
       p.bias_correction2_sqrt = hyper.bias_correction2_sqrt;
-      adamw_update(n, w, g, state.find("exp_avg")->data(), state.find("exp_avg_sq")->data(), p);
+      adamw_update(n, w, g, state.find("exp_avg")->data(), state.find("exp_avg_sq")->data(), p,
+                   decay);
       return;
     }
   }

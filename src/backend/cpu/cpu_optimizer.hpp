@@ -18,7 +18,8 @@ struct OptimizerBuffers {
 OptimizerBuffers make_optimizer_buffers(const OptimizerSpec& spec, size_t n);
 
 // w[n] updated from g[n] with the step's hyper-parameters; the state buffers updated in place.
+// `decay`: weight_decay_mask's bytes, or null when every element decays.
 void optimizer_step(const OptimizerSpec& spec, const StepHyper& hyper, int64_t n, float* w,
-                    const float* g, OptimizerBuffers& state);
+                    const float* g, OptimizerBuffers& state, const uint8_t* decay = nullptr);
 
 }  // namespace gputrain::cpu

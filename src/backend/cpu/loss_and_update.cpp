@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "gputrain/ops.hpp"
 
@@ -61,29 +62,45 @@ double clip_grad_norm(int64_t n, float* g, float max_norm) {
   return norm;
 }
 
-void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p) {
-  const float lr = p.lr, mu = p.momentum, wd = p.weight_decay;
-  if (mu == 0.0f) {
+void sgd_update(int64_t n, float* w, const float* g, float* v, const SgdParams& p,
+                const uint8_t* decay) {
+  // One loop body per case; `masked` is a compile-time constant, so the unmasked loops are the
+  // same code as before masks existed.
+  auto run = [&](auto masked) {
+    constexpr bool kMasked = decltype(masked)::value;
+    const float lr = p.lr, mu = p.momentum, wd = p.weight_decay;
+    // g' = g + wd·w, with wd = 0 where the mask exempts the element (as torch's group with wd 0;
+    // the same expression either way, so a compiler's FMA contraction treats both alike).
+    auto decayed = [&](int64_t i) {
+      if constexpr (kMasked) return g[i] + (decay[i] ? wd : 0.0f) * w[i];
+      return g[i] + wd * w[i];
+    };
+    if (mu == 0.0f) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) w[i] -= lr * (g[i] + wd * w[i]);
-    return;
-  }
-  if (p.nesterov) {
+      for (int64_t i = 0; i < n; ++i) w[i] -= lr * decayed(i);
+      return;
+    }
+    if (p.nesterov) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+      for (int64_t i = 0; i < n; ++i) {
+        const float gi = decayed(i);
+        const float vi = mu * v[i] + gi;
+        v[i] = vi;
+        w[i] -= lr * (gi + mu * vi);
+      }
+      return;
+    }
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) {
-      const float gi = g[i] + wd * w[i];
-      const float vi = mu * v[i] + gi;
+      const float vi = mu * v[i] + decayed(i);
       v[i] = vi;
-      w[i] -= lr * (gi + mu * vi);
+      w[i] -= lr * vi;
     }
-    return;
-  }
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float vi = mu * v[i] + (g[i] + wd * w[i]);
-    v[i] = vi;
-    w[i] -= lr * vi;
-  }
+  };
+  if (decay)
+    run(std::true_type{});
+  else
+    run(std::false_type{});
 }
 
 }  // namespace gputrain::cpu

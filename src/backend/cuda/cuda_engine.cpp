@@ -35,7 +35,8 @@ CudaEngineImpl::CudaEngineImpl(const ModelPlan& plan, const EngineOptions& optio
       precision_(options.precision),
       batch_(options.batch_size),
       device_(options.device_index),
-      optimizer_(options.optimizer, plan.parameter_count) {
+      optimizer_(options.optimizer, plan.parameter_count,
+                 weight_decay_mask(plan, options.optimizer)) {
   if (batch_ < 1) throw RuntimeFailure("CUDA engine: batch size must be >= 1");
   if (plan_.layers.empty()) throw RuntimeFailure("CUDA engine: the model has no layers");
   if (int(opt_.mean.size()) != plan_.input.channels || int(opt_.std.size()) != plan_.input.channels)
@@ -62,6 +63,7 @@ CudaEngineImpl::CudaEngineImpl(const ModelPlan& plan, const EngineOptions& optio
   AllocationList list;
   list.add(params_, P, "parameters");
   list.add(grads_, P, "gradients");
+  list.add(buffers_, plan_.buffer_count, "batchnorm2d running statistics");
   optimizer_.plan_allocations(list);
   layers_->plan_allocations(batch_, list);
   list.add(workspace_, std::max<size_t>(full.workspace_bytes, 256), "workspace", false);
@@ -78,11 +80,13 @@ CudaEngineImpl::CudaEngineImpl(const ModelPlan& plan, const EngineOptions& optio
   // After cublasSetStream: setting the stream resets cuBLAS to its default workspace pool.
   GT_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.bytes()));
   data_->initialize(opt_.mean, opt_.std);
+  optimizer_.initialize(stream_);
   loss_host_.allocate(2);  // the loss sum, the gradient norm sum (with clipping)
   count_host_.allocate(1);
 
-  verify_convolutions(full, *layers_, pass_context(), opt_.deterministic);
+  verify_convolutions(full, *layers_, pass_context(false), opt_.deterministic);
   plans_.emplace(batch_, std::move(full));
+  set_buffers(initial_buffers(plan_));  // a fresh model's, until the caller sets its own
 
   char pci[32] = {0};
   if (cudaDeviceGetPCIBusId(pci, sizeof(pci), device_) == cudaSuccess)
@@ -119,9 +123,17 @@ std::string CudaEngineImpl::algorithm_report() const {
   return report;
 }
 
-PassContext CudaEngineImpl::pass_context() const {
-  return PassContext{precision_,    cudnn_.get(), cublas_.get(),    stream_.get(),
-                     params_.get(), grads_.get(), workspace_.get(), workspace_.bytes()};
+PassContext CudaEngineImpl::pass_context(bool training) const {
+  PassContext c{precision_,    cudnn_.get(), cublas_.get(),    stream_.get(),
+                params_.get(), grads_.get(), workspace_.get(), workspace_.bytes()};
+  c.buffers = buffers_.get();
+  c.training = training;
+  if (training) {
+    c.order = data_->order();
+    c.step = data_->step_state();
+    c.seed = opt_.seed;
+  }
+  return c;
 }
 
 ConvPlanOptions CudaEngineImpl::conv_options(size_t soft_limit) const {
@@ -143,7 +155,7 @@ const BatchPlan& CudaEngineImpl::plan_for(int n) {
                 description_);
     workspace_.allocate(std::max(bp.workspace_bytes, old), "workspace");
   }
-  verify_convolutions(bp, *layers_, pass_context(), opt_.deterministic);
+  verify_convolutions(bp, *layers_, pass_context(false), opt_.deterministic);
   return plans_.emplace(n, std::move(bp)).first->second;
 }
 
@@ -178,6 +190,29 @@ void CudaEngineImpl::set_state(const std::string& name, const std::vector<float>
 }
 std::vector<float> CudaEngineImpl::state(const std::string& name) {
   return download_flat(optimizer_.state(name));
+}
+
+void CudaEngineImpl::set_buffers(const ModelBuffers& buffers) {
+  if (buffers.values.size() != plan_.buffer_count ||
+      buffers.batches_tracked.size() != size_t(plan_.batchnorm_count))
+    throw RuntimeFailure("model buffers: expected " + std::to_string(plan_.buffer_count) +
+                         " running-statistics values and " + std::to_string(plan_.batchnorm_count) +
+                         " batch counts, got " + std::to_string(buffers.values.size()) + " and " +
+                         std::to_string(buffers.batches_tracked.size()));
+  if (plan_.buffer_count > 0) {
+    DeviceScope scope(device_);
+    GT_CHECK(cudaMemcpyAsync(buffers_.get(), buffers.values.data(), buffers_.bytes(),
+                             cudaMemcpyHostToDevice, stream_));
+    stream_.synchronize();
+  }
+  batches_tracked_ = buffers.batches_tracked;
+}
+
+ModelBuffers CudaEngineImpl::buffers() {
+  ModelBuffers b;
+  if (plan_.buffer_count > 0) b.values = download_flat(buffers_);
+  b.batches_tracked = batches_tracked_;
+  return b;
 }
 
 void CudaEngineImpl::set_step_table(const std::vector<StepHyper>& table) {

@@ -41,6 +41,8 @@ class CudaEngineImpl final : public CudaEngine {
   std::vector<float> parameters() override { return download_flat(params_); }
   void set_state(const std::string& name, const std::vector<float>& values) override;
   std::vector<float> state(const std::string& name) override;
+  void set_buffers(const ModelBuffers& buffers) override;
+  ModelBuffers buffers() override;
   void set_step_table(const std::vector<StepHyper>& table) override;
   void set_global_step(int64_t step) override;
   int64_t global_step() const override { return global_step_; }
@@ -67,7 +69,8 @@ class CudaEngineImpl final : public CudaEngine {
   void break_next_capture_for_testing() override { break_next_capture_ = true; }
 
  private:
-  PassContext pass_context() const;
+  // training: the forward_backward pass (batch statistics, dropout); else evaluation.
+  PassContext pass_context(bool training) const;
   ConvPlanOptions conv_options(size_t soft_limit) const;
   const BatchPlan& plan_for(int n);
   void upload_flat(DeviceBuffer<float>& dst, const std::vector<float>& values, const char* what);
@@ -89,8 +92,12 @@ class CudaEngineImpl final : public CudaEngine {
 
   std::optional<CudaLayers> layers_;  // made once the device is open
   CudaOptimizer optimizer_;
-  std::optional<DeviceData> data_;         // made once the stream exists
-  DeviceBuffer<float> params_, grads_;     // flat [parameter_count] each
+  std::optional<DeviceData> data_;      // made once the stream exists
+  DeviceBuffer<float> params_, grads_;  // flat [parameter_count] each
+  DeviceBuffer<float> buffers_;         // the model buffers' floats [buffer_count]
+  // num_batches_tracked per batchnorm2d layer: no kernel reads it (the momentum is fixed), so the
+  // host counts the training forward passes exactly, without any device traffic.
+  std::vector<int64_t> batches_tracked_;
   DeviceBuffer<unsigned char> workspace_;  // cuDNN + bias-grad + softmax-xent scratch
   DeviceBuffer<unsigned char> cublas_workspace_;
   DeviceBuffer<double> train_loss_, eval_loss_;

@@ -22,22 +22,35 @@ CudaLayers::CudaLayers(const ModelPlan& plan, Precision precision) : plan_(plan)
     l.out = lp.output;
     l.name = !lp.config.name.empty() ? lp.config.name : "layer " + std::to_string(i + 1);
     l.in_slot = current;
+    l.ordinal = int(i);
     switch (l.kind) {
       case LayerKind::Relu:
       case LayerKind::Flatten:
+      case LayerKind::Dropout:
         l.out_slot = current;  // in place / a view
         break;
       case LayerKind::Conv2d:
       case LayerKind::Linear:
       case LayerKind::MaxPool2d:
+      case LayerKind::BatchNorm2d:
+      case LayerKind::AvgPool2d:
+      case LayerKind::GlobalAvgPool:
         slot_floats_.push_back(l.out.size());
         current = l.out_slot = int(slot_floats_.size()) - 1;
         break;
     }
-    if (l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear) {
+    if (l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear ||
+        l.kind == LayerKind::BatchNorm2d) {
       l.w_offset = plan_.weight(lp).offset;
       l.b_offset = plan_.bias(lp).offset;
     }
+    if (l.kind == LayerKind::BatchNorm2d) {
+      l.running_mean_offset = plan_.buffers[size_t(lp.running_mean_index)].offset;
+      l.running_var_offset = plan_.buffers[size_t(lp.running_var_index)].offset;
+      l.eps = float(lp.config.eps);
+      l.momentum = float(lp.config.momentum);
+    }
+    if (l.kind == LayerKind::Dropout) l.p = float(lp.config.p);
     l.fused_relu = lp.fused_relu;  // ReLU folding: decided once in the plan
     l.folded = lp.folded;
     if (l.kind == LayerKind::Conv2d) {
@@ -56,13 +69,23 @@ void CudaLayers::plan_allocations(int batch, AllocationList& list) {
     list.add(act_[s], n, "activations");
     list.add(grad_[s], n, "activation gradients");
   }
-  for (Layer& l : layers_)
+  for (Layer& l : layers_) {
     if (l.kind == LayerKind::MaxPool2d) list.add(l.argmax, size_t(batch) * l.out.size(), "argmax");
+    if (l.kind == LayerKind::BatchNorm2d) {
+      list.add(l.save_mean, size_t(l.out.channels), "batch statistics");
+      list.add(l.save_invstd, size_t(l.out.channels), "batch statistics");
+    }
+    if (l.kind == LayerKind::Dropout && l.p > 0.0f)
+      list.add(l.mask, size_t(batch) * l.out.size(), "dropout masks");
+  }
 }
 
 size_t CudaLayers::kernel_workspace_bytes(int n) const {
   size_t ws = k::softmax_xent_workspace_bytes(n);
   for (const Layer& l : layers_) {
+    if (l.kind == LayerKind::BatchNorm2d)
+      ws = std::max(
+          ws, k::batchnorm_workspace_bytes(n, l.out.channels, int64_t(l.out.height) * l.out.width));
     if (l.kind != LayerKind::Conv2d && l.kind != LayerKind::Linear) continue;
     const int64_t plane = l.kind == LayerKind::Conv2d ? int64_t(l.out.height) * l.out.width : 1;
     ws = std::max(ws, k::bias_grad_workspace_bytes(n, l.out.channels, plane));
@@ -107,6 +130,34 @@ void CudaLayers::forward(const PassContext& c, const BatchPlan& bp, int n) const
       }
       case LayerKind::Flatten:
         break;  // [n,C,H,W] is already [n, C·H·W] in memory
+      case LayerKind::BatchNorm2d: {
+        const int64_t plane = int64_t(l.out.height) * l.out.width;
+        const float* w = c.params + l.w_offset;
+        const float* b = c.params + l.b_offset;
+        float* running_mean = c.buffers + l.running_mean_offset;
+        float* running_var = c.buffers + l.running_var_offset;
+        if (c.training)
+          k::launch_batchnorm2d_forward_train(
+              n, l.out.channels, plane, x, w, b, l.eps, l.momentum, running_mean, running_var, y,
+              l.save_mean.get(), l.save_invstd.get(), c.workspace, c.workspace_bytes, c.stream);
+        else
+          k::launch_batchnorm2d_forward_eval(n, l.out.channels, plane, x, w, b, running_mean,
+                                             running_var, l.eps, y, c.stream);
+        break;
+      }
+      case LayerKind::AvgPool2d:
+        k::launch_avgpool2d_forward(plan_.layers[i].pool_geometry(n), x, y, c.stream);
+        break;
+      case LayerKind::GlobalAvgPool:
+        k::launch_global_avgpool_forward(n, l.in.channels, int64_t(l.in.height) * l.in.width, x, y,
+                                         c.stream);
+        break;
+      case LayerKind::Dropout:
+        // In place (y == x); the identity in evaluation and at p = 0.
+        if (c.training && l.p > 0.0f)
+          k::launch_dropout_forward(int64_t(n) * l.out.size(), l.out.size(), c.order, c.step,
+                                    c.seed, l.ordinal, l.p, x, y, l.mask.get(), c.stream);
+        break;
     }
   }
 }
@@ -167,6 +218,27 @@ void CudaLayers::backward(const PassContext& c, const BatchPlan& bp, int n) cons
         }
         break;
       case LayerKind::Flatten:
+        break;
+      case LayerKind::BatchNorm2d:
+        // dw, db written; dx skipped for the input batch.
+        k::launch_batchnorm2d_backward(
+            n, l.out.channels, int64_t(l.out.height) * l.out.width, x, c.params + l.w_offset,
+            l.save_mean.get(), l.save_invstd.get(), dy, dx, c.grads + l.w_offset,
+            c.grads + l.b_offset, c.workspace, c.workspace_bytes, c.stream);
+        break;
+      case LayerKind::AvgPool2d:
+        if (dx) k::launch_avgpool2d_backward(plan_.layers[i].pool_geometry(n), dy, dx, c.stream);
+        break;
+      case LayerKind::GlobalAvgPool:
+        if (dx)
+          k::launch_global_avgpool_backward(n, l.in.channels, int64_t(l.in.height) * l.in.width, dy,
+                                            dx, c.stream);
+        break;
+      case LayerKind::Dropout:
+        // In place (dx == dy: same slot).
+        if (dx && l.p > 0.0f)
+          k::launch_dropout_backward(int64_t(n) * l.out.size(), l.p, l.mask.get(), dy, dx,
+                                     c.stream);
         break;
     }
   }

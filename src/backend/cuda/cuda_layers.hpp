@@ -2,14 +2,22 @@
 // descriptors, and the forward and backward passes over them (cuDNN convolutions, cuBLAS GEMMs,
 // hand-written kernels), enqueued on one stream.
 //
-// Buffers ("slots"). Slot 0 is the normalized input batch [B, C, H, W]; conv2d, linear and
-// maxpool2d each write a new slot [B, out]; relu works in place on its input's slot and flatten is
-// a view of it, so they add none. That is safe because no op's backward needs the output of the op
-// *before* a ReLU (conv/linear backward read their input x and weights; maxpool backward reads its
-// argmax), and ReLU's backward only needs its own output y. Each slot has a gradient slot of the
-// same size. A ReLU right after a conv2d/linear is folded into it (decided by ModelPlan): forward
-// runs bias+ReLU in one kernel, backward runs "ReLU backward + bias gradient" in one kernel
-// (launch_bias_grad with relu_y).
+// Buffers ("slots"). Slot 0 is the normalized input batch [B, C, H, W]; conv2d, linear, maxpool2d,
+// batchnorm2d, avgpool2d and global_avgpool each write a new slot [B, out]; relu and dropout work
+// in place on their input's slot and flatten is a view of it, so they add none. That is safe
+// because no op's backward needs the output of the op *before* a ReLU or dropout (conv/linear
+// backward read their input x and weights, batchnorm2d its input x and saved statistics; maxpool
+// backward reads its argmax, the average pools nothing), except a folded ReLU's sign test y > 0,
+// which dropout keeps (it scales by 1/(1 − p) > 0 or zeroes a unit whose gradient it zeroes too);
+// ReLU's backward only needs its own output y, dropout's its mask. Each slot has a gradient slot
+// of the same size.
+//
+// Modes. The training pass (PassContext::training) normalizes with batch statistics and updates
+// the running statistics in the model buffers, and drops units keyed by the device's step state
+// (the sample indices order[first + i] and the epoch); the evaluation pass normalizes with the
+// running statistics and leaves dropout out (the identity). A ReLU right after a conv2d/linear is
+// folded into it (decided by ModelPlan): forward runs bias+ReLU in one kernel, backward runs "ReLU
+// backward + bias gradient" in one kernel (launch_bias_grad with relu_y).
 #pragma once
 
 #include <cublas_v2.h>
@@ -24,6 +32,7 @@
 #include "backend/cuda/cuda_resources.hpp"
 #include "backend/cuda/precision.hpp"
 #include "gputrain/model.hpp"
+#include "launchers.hpp"
 
 namespace gputrain::cuda {
 
@@ -40,6 +49,14 @@ struct Layer {
   FilterDesc filter;                  // conv2d: w [O, C, k, k]
   ConvDesc conv;                      // conv2d
   DeviceBuffer<int32_t> argmax;       // maxpool2d: [B, C, Ho, Wo]
+  int ordinal = 0;                    // the index in model.layers (keys dropout's draws)
+  // batchnorm2d: running statistics in the model buffers (floats), eps and momentum, and the
+  // batch statistics its backward reads.
+  size_t running_mean_offset = 0, running_var_offset = 0;
+  float eps = 1e-5f, momentum = 0.1f;
+  DeviceBuffer<float> save_mean, save_invstd;  // [C]
+  float p = 0.0f;                              // dropout: the rate (0: the identity)
+  DeviceBuffer<uint8_t> mask;                  // dropout: [B, size], 1 = kept
 };
 
 // What a pass needs besides the layers: handles, the stream, the flat buffers and the scratch.
@@ -52,20 +69,29 @@ struct PassContext {
   float* grads = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  float* buffers = nullptr;  // the model buffers (batchnorm2d running statistics), flat
+  bool training = false;     // batch statistics + dropout (forward_backward) or eval mode
+  // Training only: the device's order and step state (position in the order, epoch) and the
+  // run's seed, which key dropout's draws.
+  const int32_t* order = nullptr;
+  const kernels::StepState* step = nullptr;
+  uint64_t seed = 0;
 };
 
 class CudaLayers {
  public:
   CudaLayers(const ModelPlan& plan, Precision precision);
 
-  // Declares the activation and gradient slots and the argmax buffers for batches of `batch`.
+  // Declares the activation and gradient slots and the per-layer buffers (argmax, batch
+  // statistics, dropout masks) for batches of `batch`.
   void plan_allocations(int batch, AllocationList& list);
 
   // Scratch the hand-written kernels of a pass need at batch n (the cuDNN part is in BatchPlan).
   size_t kernel_workspace_bytes(int n) const;
 
-  // Enqueue only: no sync, no allocation. forward: slot 0 → logits; backward: dlogits → gradients
-  // of every parameter (written, not accumulated) and of every slot but 0 (data).
+  // Enqueue only: no sync, no allocation. forward: slot 0 → logits, in c.training's mode;
+  // backward (after a training forward): dlogits → gradients of every parameter (written, not
+  // accumulated) and of every slot but 0 (data).
   void forward(const PassContext& c, const BatchPlan& bp, int n) const;
   void backward(const PassContext& c, const BatchPlan& bp, int n) const;
 

@@ -1,6 +1,9 @@
 // See cuda_optimizer.hpp.
 #include "backend/cuda/cuda_optimizer.hpp"
 
+#include <string>
+#include <utility>
+
 #include "backend/cuda/cuda_check.hpp"
 #include "gputrain/errors.hpp"
 
@@ -8,8 +11,13 @@ namespace gputrain::cuda {
 
 namespace k = gputrain::kernels;
 
-CudaOptimizer::CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count)
-    : spec_(spec), count_(parameter_count) {
+CudaOptimizer::CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count,
+                             std::vector<uint8_t> decay_mask)
+    : spec_(spec), count_(parameter_count), decay_host_(std::move(decay_mask)) {
+  if (!decay_host_.empty() && decay_host_.size() != count_)
+    throw RuntimeFailure("CUDA engine: a weight decay mask of " +
+                         std::to_string(decay_host_.size()) + " entries for " +
+                         std::to_string(count_) + " parameters");
   for (const OptimizerStateInfo& info : optimizer_state(spec_))
     state_.emplace_back(info.name, DeviceBuffer<float>());
 }
@@ -21,6 +29,14 @@ void CudaOptimizer::plan_allocations(AllocationList& list) {
     list.add(norm_sum_, 1, "counters");
     list.add(norm_workspace_, k::grad_norm_workspace_bytes(), "gradient norm workspace", false);
   }
+  if (!decay_host_.empty()) list.add(decay_, count_, "weight decay mask", false);
+}
+
+void CudaOptimizer::initialize(cudaStream_t stream) {
+  if (decay_host_.empty()) return;
+  GT_CHECK(cudaMemcpyAsync(decay_.get(), decay_host_.data(), decay_.bytes(), cudaMemcpyHostToDevice,
+                           stream));
+  GT_CHECK(cudaStreamSynchronize(stream));  // the host copy may go away after this
 }
 
 DeviceBuffer<float>& CudaOptimizer::state(const std::string& name) {
@@ -62,13 +78,13 @@ void CudaOptimizer::enqueue_update(float* params, float* grads, const kernels::S
       if (clip) k::launch_scale_gradients(int64_t(count_), grads, clip, stream);
       const k::SgdHyper constants{0.0f, spec_.momentum, spec_.weight_decay, spec_.nesterov ? 1 : 0};
       k::launch_sgd_step(int64_t(count_), params, grads, state("momentum").get(), constants,
-                         table_.get(), int64_t(table_size_), step, stream);
+                         table_.get(), int64_t(table_size_), step, decay_.get(), stream);
       break;
     }
     case OptimizerKind::AdamW:
       k::launch_adamw_step(int64_t(count_), params, grads, state("exp_avg").get(),
                            state("exp_avg_sq").get(), k::make_adamw_constants(spec_), table_.get(),
-                           int64_t(table_size_), step, clip, stream);
+                           int64_t(table_size_), step, clip, decay_.get(), stream);
       break;
   }
 }

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,10 +23,14 @@ namespace gputrain::cuda {
 
 class CudaOptimizer {
  public:
-  CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count);
+  // decay_mask: weight_decay_mask(plan, spec), empty when every element decays alike.
+  CudaOptimizer(const OptimizerSpec& spec, size_t parameter_count,
+                std::vector<uint8_t> decay_mask = {});
 
-  // Declares the state buffers (each parameter_count floats, zeroed).
+  // Declares the state buffers (each parameter_count floats, zeroed) and the decay mask.
   void plan_allocations(AllocationList& list);
+  // After allocation: copies the decay mask to the device (synchronously, once).
+  void initialize(cudaStream_t stream);
 
   // The state buffer `name`; RuntimeFailure when the optimizer keeps none of that name.
   DeviceBuffer<float>& state(const std::string& name);
@@ -51,6 +56,8 @@ class CudaOptimizer {
  private:
   OptimizerSpec spec_;
   size_t count_ = 0;
+  std::vector<uint8_t> decay_host_;
+  DeviceBuffer<uint8_t> decay_;  // [count] or none: every element decays
   std::vector<std::pair<std::string, DeviceBuffer<float>>> state_;  // fixed after construction
   DeviceBuffer<StepHyper> table_;  // [table size], entry = global step (clamped)
   size_t table_size_ = 0;

@@ -24,7 +24,7 @@ namespace k = gputrain::kernels;
 // loss (dlogits, loss and correct accumulated on the device) → backward → state.first += n,
 // state.step += 1. Reads nothing from the host, so it can be captured and replayed as is.
 void CudaEngineImpl::enqueue_forward_backward(const BatchPlan& bp, int n, float grad_scale) {
-  const PassContext c = pass_context();
+  const PassContext c = pass_context(true);
   data_->enqueue_train_batch(n, layers_->input());
   layers_->forward(c, bp, n);
   k::launch_softmax_xent(n, plan_.num_classes, layers_->logits(), data_->batch_labels(), grad_scale,
@@ -97,6 +97,7 @@ void CudaEngineImpl::forward_backward(int64_t first, int count, float grad_scale
   }
   data_->advanced(first, count);
   samples_ += count;
+  for (int64_t& tracked : batches_tracked_) ++tracked;  // each batchnorm2d took batch statistics
 }
 
 // The second phase: one kernel over the flat buffers, its lr from the step table entry of the
@@ -156,7 +157,7 @@ EvalResult CudaEngineImpl::evaluate(std::vector<float>* out_logits, const std::a
     const int n = int(std::min<int64_t>(batch_, total - start));
     const BatchPlan& bp = plan_for(n);
     data_->enqueue_eval_chunk(start, n, layers_->input());
-    layers_->forward(pass_context(), bp, n);
+    layers_->forward(pass_context(false), bp, n);
     k::launch_softmax_xent(n, K, layers_->logits(), data_->batch_labels(), 1.0f, nullptr, nullptr,
                            eval_loss_.get(), eval_correct_.get(), confusion_.get(),
                            workspace_.get(), workspace_.bytes(), stream_);

@@ -65,6 +65,8 @@ class DeviceData {
   void enqueue_advance(int n) const;
 
   int32_t* batch_labels() const { return batch_labels_.get(); }
+  // The training order on the device (moves when set_order returns true).
+  const int32_t* order() const { return order_.get(); }
   kernels::StepState* step_state() const { return step_state_.get(); }
 
  private:

@@ -22,7 +22,25 @@ struct LayerField {
   bool required = true;
   int default_value = 0;                     // when not required and absent …
   int LayerConfig::*default_from = nullptr;  // … or this field's value (maxpool2d stride = kernel)
+  // A real-valued field (batchnorm2d momentum/eps, dropout p) instead of an integer: its range in
+  // words for messages and as a check; `default_number` when not required and absent.
+  double LayerConfig::*number = nullptr;
+  const char* expected = nullptr;
+  bool (*in_range)(double) = nullptr;
+  double default_number = 0;
 };
+
+LayerField number_field(std::string key, double LayerConfig::*member, const char* expected,
+                        bool (*in_range)(double), bool required, double default_number = 0) {
+  LayerField f;
+  f.key = std::move(key);
+  f.required = required;
+  f.number = member;
+  f.expected = expected;
+  f.in_range = in_range;
+  f.default_number = default_number;
+  return f;
+}
 
 struct LayerType {
   std::string type;
@@ -54,6 +72,25 @@ const std::vector<LayerType>& layer_types() {
       {"linear",
        LayerKind::Linear,
        {{"name", true}, {"out_features", false, &LayerConfig::out_features}}},
+      {"batchnorm2d",
+       LayerKind::BatchNorm2d,
+       {{"name", true},
+        number_field(
+            "momentum", &LayerConfig::momentum, "a number in [0, 1]",
+            [](double x) { return x >= 0 && x <= 1; }, false, 0.1),
+        number_field(
+            "eps", &LayerConfig::eps, "a number > 0", [](double x) { return x > 0; }, false,
+            1e-5)}},
+      {"avgpool2d",
+       LayerKind::AvgPool2d,
+       {{"kernel", false, &LayerConfig::kernel},
+        {"stride", false, &LayerConfig::stride, 1, false, 0, &LayerConfig::kernel}}},
+      {"global_avgpool", LayerKind::GlobalAvgPool, {}},
+      {"dropout",
+       LayerKind::Dropout,
+       {number_field(
+           "p", &LayerConfig::p, "a probability in [0, 1)",
+           [](double x) { return x >= 0 && x < 1; }, true)}},
   };
   return types;
 }
@@ -108,6 +145,9 @@ void read_layer(const Context& ctx, const Node& n, const std::string& path, Laye
     }
     if (f.is_name) {
       layer.name = read_layer_name(ctx, e->value, path);
+    } else if (f.number) {
+      layer.*f.number = e ? read_double(ctx, e->value, path + "." + f.key, f.expected, f.in_range)
+                          : f.default_number;
     } else if (e) {
       layer.*f.member =
           static_cast<int>(read_int(ctx, e->value, path + "." + f.key, f.min, INT_MAX));
@@ -132,7 +172,10 @@ std::string write_layer(const LayerConfig& l) {
   const LayerType& spec = layer_type(l.kind);
   std::string out = "{type: " + spec.type;
   for (const LayerField& f : spec.fields)
-    out += ", " + f.key + ": " + (f.is_name ? json_quote(l.name) : std::to_string(l.*f.member));
+    out += ", " + f.key + ": " +
+           (f.is_name  ? json_quote(l.name)
+            : f.number ? json_number(l.*f.number)
+                       : std::to_string(l.*f.member));
   return out + "}";
 }
 

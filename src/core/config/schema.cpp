@@ -243,6 +243,8 @@ const std::vector<KeyRow>& rows() {
       number_row(
           "optimizer", "grad_clip", [](Config& c) -> double& { return c.optimizer.grad_clip; },
           "a number ≥ 0 (0: off)", [](double x) { return x >= 0; }),
+      bool_row("optimizer", "decay_norm_and_bias",
+               [](Config& c) -> bool& { return c.optimizer.decay_norm_and_bias; }),
       int_row(
           "train", "epochs", [](Config& c) -> int& { return c.train.epochs; }, 1,
           may_change_on_resume(1)),

@@ -11,8 +11,9 @@
 
 namespace gputrain {
 
-// A unit is dropped when its 32-bit draw is below p·2^32 (rounded): p = 0 never drops.
-inline uint64_t dropout_drop_threshold(float p) {
+// A unit is dropped when its 32-bit draw is below p·2^32 (rounded): p = 0 never drops. Host and
+// device, so that a kernel may take p as the CPU op does.
+GPUTRAIN_HOST_DEVICE inline uint64_t dropout_drop_threshold(float p) {
   if (!(p > 0)) return 0;
   if (p >= 1) return uint64_t(1) << 32;
   return uint64_t(double(p) * 4294967296.0 + 0.5);

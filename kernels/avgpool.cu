@@ -7,28 +7,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-PoolShape avgpool_shape(const char* kernel, const PoolGeometry& g) {
-  if (g.batch < 0 || g.channels < 0 || g.kernel < 1 || g.stride < 1 || g.in_height < g.kernel ||
-      g.in_width < g.kernel)
-    detail::bad_argument(
-        kernel, "bad geometry (batch " + std::to_string(g.batch) + ", channels " +
-                    std::to_string(g.channels) + ", input " + std::to_string(g.in_height) + "x" +
-                    std::to_string(g.in_width) + ", kernel " + std::to_string(g.kernel) +
-                    ", stride " + std::to_string(g.stride) + ")");
-  return PoolShape{int64_t(g.batch) * g.channels,
-                   g.in_height,
-                   g.in_width,
-                   g.out_height(),
-                   g.out_width(),
-                   g.kernel,
-                   g.stride};
-}
-
-// uint32_t indices when they cannot overflow, including i + grid stride.
-bool fits32(int64_t total) {
-  return total + detail::kMaxGridStrideBlocks * kThreads < (int64_t(1) << 32);
-}
-
 void check_global(const char* kernel, int n, int channels, int64_t plane) {
   if (n < 0 || channels < 0 || plane < 1)
     detail::bad_argument(kernel, "bad shape (batch " + std::to_string(n) + ", channels " +
@@ -40,24 +18,24 @@ void check_global(const char* kernel, int n, int channels, int64_t plane) {
 
 void launch_avgpool2d_forward(const PoolGeometry& g, const float* x, float* y,
                               cudaStream_t stream) {
-  const PoolShape s = avgpool_shape("avgpool2d_forward", g);
+  const PoolShape s = checked_pool_shape("avgpool2d_forward", g);
   const int64_t total = s.planes * s.out_height * s.out_width;
   if (total == 0) return;
-  detail::launch(
-      "avgpool2d_forward",
-      fits32(total) ? avgpool2d_forward_kernel<uint32_t> : avgpool2d_forward_kernel<int64_t>,
-      dim3(detail::grid_for(total, kThreads)), dim3(kThreads), 0, stream, s, x, y);
+  detail::launch("avgpool2d_forward",
+                 pool_indices_fit32(total, kThreads) ? avgpool2d_forward_kernel<uint32_t>
+                                                     : avgpool2d_forward_kernel<int64_t>,
+                 dim3(detail::grid_for(total, kThreads)), dim3(kThreads), 0, stream, s, x, y);
 }
 
 void launch_avgpool2d_backward(const PoolGeometry& g, const float* dy, float* dx,
                                cudaStream_t stream) {
-  const PoolShape s = avgpool_shape("avgpool2d_backward", g);
+  const PoolShape s = checked_pool_shape("avgpool2d_backward", g);
   const int64_t total = s.planes * s.height * s.width;
   if (total == 0) return;
-  detail::launch(
-      "avgpool2d_backward",
-      fits32(total) ? avgpool2d_backward_kernel<uint32_t> : avgpool2d_backward_kernel<int64_t>,
-      dim3(detail::grid_for(total, kThreads)), dim3(kThreads), 0, stream, s, dy, dx);
+  detail::launch("avgpool2d_backward",
+                 pool_indices_fit32(total, kThreads) ? avgpool2d_backward_kernel<uint32_t>
+                                                     : avgpool2d_backward_kernel<int64_t>,
+                 dim3(detail::grid_for(total, kThreads)), dim3(kThreads), 0, stream, s, dy, dx);
 }
 
 void launch_global_avgpool_forward(int n, int channels, int64_t plane, const float* x, float* y,
@@ -76,7 +54,7 @@ void launch_global_avgpool_backward(int n, int channels, int64_t plane, const fl
   const int64_t total = int64_t(n) * channels * plane;
   if (total == 0) return;
   const dim3 grid(detail::grid_for(total, kThreads));
-  if (fits32(total))
+  if (pool_indices_fit32(total, kThreads))
     detail::launch("global_avgpool_backward", global_avgpool_backward_kernel<uint32_t>, grid,
                    dim3(kThreads), 0, stream, uint32_t(total), uint32_t(plane), dy, dx);
   else

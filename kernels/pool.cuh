@@ -13,6 +13,30 @@ struct PoolShape {
   int height, width, out_height, out_width, kernel, stride;
 };
 
+// The launchers' shape for a geometry they accept (max and average pooling alike); a bad one is
+// an error naming `kernel`.
+inline PoolShape checked_pool_shape(const char* kernel, const PoolGeometry& g) {
+  if (g.batch < 0 || g.channels < 0 || g.kernel < 1 || g.stride < 1 || g.in_height < g.kernel ||
+      g.in_width < g.kernel)
+    detail::bad_argument(
+        kernel, "bad geometry (batch " + std::to_string(g.batch) + ", channels " +
+                    std::to_string(g.channels) + ", input " + std::to_string(g.in_height) + "x" +
+                    std::to_string(g.in_width) + ", kernel " + std::to_string(g.kernel) +
+                    ", stride " + std::to_string(g.stride) + ")");
+  return PoolShape{int64_t(g.batch) * g.channels,
+                   g.in_height,
+                   g.in_width,
+                   g.out_height(),
+                   g.out_width(),
+                   g.kernel,
+                   g.stride};
+}
+
+// uint32_t indices when they cannot overflow for `total` elements, including i + grid stride.
+inline bool pool_indices_fit32(int64_t total, int threads) {
+  return total + detail::kMaxGridStrideBlocks * threads < (int64_t(1) << 32);
+}
+
 // One thread per output element [planes, Ho, Wo] (ow fastest: coalesced stores).
 // The window is scanned in row-major order and a value replaces the best only when it is larger or
 // NaN, and never once the best is NaN: the first maximum wins and the first NaN propagates, exactly

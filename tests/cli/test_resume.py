@@ -174,21 +174,30 @@ def test_sigint_checkpoints_and_resume_equals_uninterrupted(interrupts, after_s,
             (k, ref_metrics[-1], out_metrics[-1])
 
 
-def test_sigint_mid_epoch_with_augmentation_resumes_bitwise(make_config, tmp_path):
-    # Augmented images are keyed by (seed, epoch, sample): a resumed epoch draws the same crops
-    # and flips as the uninterrupted one.
-    augment = ["--set", "data.augment.crop_padding=2", "--set", "data.augment.hflip=true"]
-    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9, curves=True)
+AUGMENT = ["--set", "data.augment.crop_padding=2", "--set", "data.augment.hflip=true"]
+
+
+def interrupt_resume_and_reference(cfg, extra, tmp_path):
+    """SIGINT a run of `cfg` + `extra` mid-epoch, resume it to one epoch past the checkpoint, and
+    train the same number of epochs uninterrupted. Returns (reference dir, resumed dir, epochs)."""
     out = tmp_path / "interrupted"
-    interrupt(["--config", cfg, *augment], out, tmp_path, "first", after_s=1.5)
+    interrupt(["--config", cfg, *extra], out, tmp_path, "first", after_s=1.5)
     metrics_path = out / "metrics.jsonl"
     total = (len(h.read_metrics(metrics_path)) if metrics_path.exists() else 0) + 1
-    res = h.run_gputrain(["train", "--config", cfg, *augment, "--out", out, "--quiet",
+    res = h.run_gputrain(["train", "--config", cfg, *extra, "--out", out, "--quiet",
                           "--resume", out / "checkpoint.safetensors",
                           "--set", f"train.epochs={total}"], cwd=tmp_path)
     h.assert_ok(res)
     ref = tmp_path / "uninterrupted"
-    train(cfg, ref, *augment, "--set", f"train.epochs={total}", cwd=tmp_path)
+    train(cfg, ref, *extra, "--set", f"train.epochs={total}", cwd=tmp_path)
+    return ref, out, total
+
+
+def test_sigint_mid_epoch_with_augmentation_resumes_bitwise(make_config, tmp_path):
+    # Augmented images are keyed by (seed, epoch, sample): a resumed epoch draws the same crops
+    # and flips as the uninterrupted one.
+    cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9, curves=True)
+    ref, out, total = interrupt_resume_and_reference(cfg, AUGMENT, tmp_path)
     h.assert_bitwise_equal(ref / "model.safetensors", out / "model.safetensors")
     assert h.read_safetensors(ref / "checkpoint.safetensors").raw == \
         h.read_safetensors(out / "checkpoint.safetensors").raw
@@ -217,18 +226,8 @@ def test_sigint_mid_epoch_with_batchnorm_dropout_augmentation_resumes_bitwise(ma
     # Batch-norm running statistics and num_batches_tracked travel in the checkpoint; dropout's
     # masks, like the augmentation, are keyed by (seed, epoch, sample, layer): a resumed epoch
     # drops the same units.
-    augment = ["--set", "data.augment.crop_padding=2", "--set", "data.augment.hflip=true"]
     cfg = make_config(epochs=1000, batch_size=16, lr=0.01, momentum=0.9, layers=BN_DROPOUT_LAYERS)
-    out = tmp_path / "interrupted"
-    interrupt(["--config", cfg, *augment], out, tmp_path, "first", after_s=1.5)
-    metrics_path = out / "metrics.jsonl"
-    total = (len(h.read_metrics(metrics_path)) if metrics_path.exists() else 0) + 1
-    res = h.run_gputrain(["train", "--config", cfg, *augment, "--out", out, "--quiet",
-                          "--resume", out / "checkpoint.safetensors",
-                          "--set", f"train.epochs={total}"], cwd=tmp_path)
-    h.assert_ok(res)
-    ref = tmp_path / "uninterrupted"
-    train(cfg, ref, *augment, "--set", f"train.epochs={total}", cwd=tmp_path)
+    ref, out, total = interrupt_resume_and_reference(cfg, AUGMENT, tmp_path)
     h.assert_bitwise_equal(ref / "model.safetensors", out / "model.safetensors")
     ref_ckpt = h.read_safetensors(ref / "checkpoint.safetensors")
     assert ref_ckpt.raw == h.read_safetensors(out / "checkpoint.safetensors").raw
@@ -244,5 +243,5 @@ def test_sigint_mid_epoch_with_batchnorm_dropout_augmentation_resumes_bitwise(ma
     no_dropout = tmp_path / "no-dropout"
     layers = [dict(l, p=0.0) if l["type"] == "dropout" else l for l in BN_DROPOUT_LAYERS]
     train(make_config(name="p0.yaml", epochs=total, batch_size=16, lr=0.01, momentum=0.9, layers=layers),
-          no_dropout, *augment, cwd=tmp_path)
+          no_dropout, *AUGMENT, cwd=tmp_path)
     assert h.any_tensor_differs(ref / "model.safetensors", no_dropout / "model.safetensors")

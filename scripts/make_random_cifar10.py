@@ -5,8 +5,8 @@ DIR/test_batch.bin with TEST records; a record is 1 label byte + 3072 pixel byte
 
 usage: make_random_cifar10.py DIR PER_BATCH TEST
 """
+import argparse
 import os
-import sys
 
 
 def write(path, n):
@@ -20,7 +20,14 @@ def write(path, n):
 
 
 def main():
-    d, per_batch, test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", help="output folder (created)")
+    parser.add_argument("per_batch", type=int, help="records in each of data_batch_1..5.bin")
+    parser.add_argument("test", type=int, help="records in test_batch.bin")
+    args = parser.parse_args()
+    if args.per_batch < 1 or args.test < 1:
+        parser.error("PER_BATCH and TEST must be at least 1")
+    d, per_batch, test = args.dir, args.per_batch, args.test
     os.makedirs(d, exist_ok=True)
     for b in range(1, 6):
         write(os.path.join(d, f"data_batch_{b}.bin"), per_batch)

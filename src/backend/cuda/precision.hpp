@@ -3,7 +3,8 @@
 // call. No other file names a cuDNN/cuBLAS math mode or data type. The mode is config
 // train.precision (gputrain::Precision, include/gputrain/precision.hpp). In every mode parameters,
 // gradients, optimizer state (momentum), activations in memory and the loss are FP32; only the
-// multiplications inside convolutions and GEMMs change.
+// arithmetic inside convolutions and GEMMs changes (in bf16 also the rounding of a convolution's
+// results to BF16 before they are widened back, see below).
 //
 // fp32 (the parity mode): FP32 storage and FP32 FMA arithmetic, no TF32 — cuDNN CUDNN_FMA_MATH,
 //   cuBLAS CUBLAS_DEFAULT_MATH (which does not use TF32 for SGEMM) — so the engine matches the CPU

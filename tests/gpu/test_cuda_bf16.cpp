@@ -19,10 +19,10 @@
 //    test_parity_cuda.py's PRECISION_TOLS: eval logits 5e-2 of the largest (element-wise); after
 //    the steps, per tensor, weights 3e-2 and updates w − w0 3e-1 in relative L2 norm (a ReLU
 //    whose input lies within BF16 rounding of 0 flips and moves a whole term of a gradient sum:
-//    an element-wise bound cannot hold, see the docstring). This exact setup, emulated on the CPU
-//    with the bf16 arithmetic (BF16-rounded conv and GEMM operands, BF16 conv outputs and
-//    gradients), gives logits 4.4e-3, weights 7.6e-3 and updates 0.12 (fc1's bias). Graph replay
-//    included (the casts and the BF16 scratch inside the captured step).
+//    an element-wise bound cannot hold, see test_parity_cuda.py's docstring). This exact setup
+//    (data, init, steps), emulated on the CPU as tests/tools/precision_emulation.cpp does it,
+//    gave logits 4.4e-3, weights 7.6e-3 and updates 0.12 (fc1's bias; element-wise 0.56). Graph
+//    replay included (the casts and the BF16 scratch inside the captured step).
 //
 // Skipped without a device like every case of this binary (see test_cuda_engine.cpp's listener).
 #include <algorithm>

@@ -35,14 +35,14 @@ above. Trajectories: per tensor, relative L2 norm ||got - ref|| / ||ref|| (worst
                                  with the rounding (on the CPU, for one initialization, conv/GEMM
                                  inputs rounded to 14 mantissa bits gave the same fc1 difference as
                                  TF32's 10). The L2 norm spreads such a flip over the tensor.
-Measured by emulating the arithmetic on the CPU (the CPU ops with BF16- or TF32-rounded conv and GEMM
-operands, BF16 conv outputs and conv gradients in bf16) for the "accept" case's setup (tutorial net,
-Fashion-MNIST, 16 steps of 64, lr 0.01, momentum 0.5) over 10 uniform fan-in initializations
-(gputrain's generator), worst of the 10:
-forward 7.8e-4 (tf32) / 7.2e-3 (bf16); weights 3.7e-3 / 1.0e-2 relative L2 (element-wise: 7.3e-2
-/ 1.1e-1); updates 3.7e-2 / 1.0e-1 relative L2 (element-wise: 0.26 / 0.47); after 4 steps updates
-up to 5.7e-2 / 8.2e-2 (6 initializations). The bounds leave 2-3x over those. Not yet measured on a GPU; the first GPU
-run reports the actual values.
+Measured by emulating the arithmetic on the CPU (tests/tools/precision_emulation.cpp: the CPU ops
+with BF16- or TF32-rounded conv and GEMM operands, BF16 conv outputs and conv gradients in bf16) for
+the "accept" case's setup (tutorial net, Fashion-MNIST, 16 steps of 64, lr 0.01, momentum 0.5) over
+10 uniform fan-in initializations (`OMP_NUM_THREADS=1 build/tests/gputrain_precision_emulation 16
+SEED`, SEED 1..10), worst of the 10: forward 7.8e-4 (tf32) / 7.2e-3 (bf16); weights 3.7e-3 / 1.0e-2
+relative L2 (element-wise: 7.3e-2 / 1.1e-1); updates 3.7e-2 / 1.0e-1 relative L2 (element-wise:
+0.26 / 0.47); after 4 steps updates up to 5.7e-2 / 8.2e-2 (6 initializations). The bounds leave
+2-3x over those. Not yet measured on a GPU; the first GPU run reports the actual values.
 """
 import re
 import subprocess

@@ -20,7 +20,8 @@
 #                      bounds), 4 workers if xdist is there
 #   train        50 s  one short run (320 images, 2 epochs, deterministic) with CUDA graphs, with
 #                      eager steps (--no-graph), with train.precision tf32 and bf16 and on the CPU
-#                      engine; weights compared (fp32 to 1e-4, tf32 1e-3, bf16 5e-3 of the CPU's)
+#                      engine; weights compared (fp32 to 1e-4 of the CPU's largest; tf32 1e-2 and
+#                      bf16 3e-2 relative L2 per tensor: test_parity_cuda.py says why)
 #   memcheck     60 s  compute-sanitizer memcheck of a short run (graph, then --no-graph),
 #                      instrumenting gputrain's own kernels only (--kernel-name kns=gputrain)
 #   bench      rest    scripts/bench_gpu.sh with the time that is left (PyTorch variants capped)
@@ -229,7 +230,7 @@ stage_train() {
   # largest weight after 16 steps).
   "$GC_PYTHON" - "$d" <<'PY' || rc=1
 import json, os, sys
-sys.path.insert(0, "tests/parity")
+sys.path[:0] = ["tests/parity", "tests/support"]  # safetensors_io.py is in tests/support
 d = sys.argv[1]
 def metrics(run):
     with open(os.path.join(d, run, "metrics.jsonl")) as f:
@@ -251,15 +252,20 @@ except ImportError as e:
 w = {run: safetensors_io.read(os.path.join(d, run, "model.safetensors"))[0] for run in RUNS}
 worst = {}
 ok = True
-# tf32/bf16: the trajectory bounds of tests/parity/test_parity_cuda.py (PRECISION_TOLS).
-for a, b, tol in (("graph", "eager", 1e-5), ("graph", "cpu", 1e-4), ("eager", "cpu", 1e-4),
-                  ("tf32", "cpu", 1e-3), ("bf16", "cpu", 5e-3)):
-    rel = max(float(np.max(np.abs(w[a][k].astype(np.float64) - w[b][k])) / max(float(np.max(np.abs(w[b][k]))), 1e-30))
-              for k in w[b])
+# tf32/bf16: the weights bounds of tests/parity/test_parity_cuda.py (PRECISION_TOLS), in relative
+# L2 norm per tensor (a ReLU flip moves a whole gradient term: no element-wise bound holds there).
+for a, b, tol, l2 in (("graph", "eager", 1e-5, False), ("graph", "cpu", 1e-4, False),
+                      ("eager", "cpu", 1e-4, False), ("tf32", "cpu", 1e-2, True), ("bf16", "cpu", 3e-2, True)):
+    def difference(k):
+        d, r = w[a][k].astype(np.float64) - w[b][k], w[b][k].astype(np.float64)
+        if l2:
+            return float(np.linalg.norm(d)) / max(float(np.linalg.norm(r)), 1e-30)
+        return float(np.max(np.abs(d))) / max(float(np.max(np.abs(r))), 1e-30)
+    rel = max(difference(k) for k in w[b])
     verdict = "ok" if rel <= tol else "TOO FAR"
     ok &= rel <= tol
     worst[f"{a}/{b}"] = rel
-    print(f"weights {a} vs {b}: max rel difference {rel:.2e} (bound {tol:.0e}) {verdict}")
+    print(f"weights {a} vs {b}: {'relative L2' if l2 else 'max rel'} difference {rel:.2e} (bound {tol:.0e}) {verdict}")
 with open(os.environ["GC_STATE"] + "/note-train", "w") as f:
     f.write("weights rel diff " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()) + "\n")
 sys.exit(0 if ok else 1)

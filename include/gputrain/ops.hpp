@@ -144,6 +144,14 @@ float bf16_to_float(uint16_t b);
 // Element-wise over n values.
 void round_to_bf16(int64_t n, const float* x, uint16_t* out);
 void bf16_to_float(int64_t n, const uint16_t* x, float* out);
+// The CUDA engine's bf16 convolution forward (src/backend/cuda/cuda_layers.hpp), on the CPU, for
+// tests: x and w rounded to BF16, their convolution accumulated in FP32 (conv2d_forward: the
+// products of two BF16 values are exact in FP32, only the sums round), the result rounded to BF16
+// (cuDNN writes y as BF16), widened to FP32; then b added in FP32 and `relu` applied, as
+// conv2d_forward does. With b all zero and no ReLU every output is a BF16 value. Allocates its own
+// scratch (rounded copies, conv2d_forward's workspace).
+void conv2d_forward_bf16_reference(const ConvGeometry& g, const float* x, const float* w,
+                                   const float* b, float* y, int threads, bool relu = false);
 // out[i] = the raw image pixels[index[i]] ([channels, height, width] uint8) augmented for `epoch`
 // as include/gputrain/augment.hpp defines (crop with zero padding, flip), keyed by index[i]; the
 // model's input is then gather_normalize of out. Bit for bit the CUDA gather's augmentation.

@@ -161,6 +161,15 @@ TEST_CASE("tf32 and bf16 accept tensor-op math but not the FP16 conversion", "[c
   CHECK(precision_name(Precision::Bf16).rfind("bf16", 0) == 0);
 }
 
+TEST_CASE("bf16 runs convolutions on BF16 operands; fp32 and tf32 on FP32 ones", "[cuda_host]") {
+  CHECK(bf16_convolutions(Precision::Bf16));
+  CHECK(!bf16_convolutions(Precision::Fp32));
+  CHECK(!bf16_convolutions(Precision::Tf32));
+  CHECK(precision_name(Precision::Bf16).find("BF16 convolution and GEMM inputs") !=
+        std::string::npos);
+  CHECK(precision_name(Precision::Bf16).find("TF32") == std::string::npos);
+}
+
 TEST_CASE("the memory check is the sum of the one list of planned allocations", "[cuda_host]") {
   DeviceBuffer<float> params, grads;
   DeviceBuffer<int32_t> argmax;

@@ -2,7 +2,8 @@
 // device: which activation slot each layer writes (dropout in place, like relu), the per-layer
 // buffers it declares in the one allocation list (batch statistics, dropout masks), where the
 // running statistics sit in the model buffers, and the kernel workspace the batch statistics
-// need. (A net without conv2d: no cuDNN descriptor is made.)
+// need; and in bf16 the convolutions' one BF16 scratch set (cuDNN descriptors are host objects:
+// creating them needs the library, not a device).
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
@@ -85,4 +86,74 @@ TEST_CASE("batchnorm2d, average pools and dropout are lowered to slots and plann
   CHECK(masks == size_t(batch) * 3 * 4 * 4);   // p = 0.5 only: [B, 3, 4, 4] bytes
   CHECK(activations == sizeof(float) * batch * (192 + 192 + 48 + 3 + 10));  // slots 0..4
   CHECK(lowered.kernel_workspace_bytes(batch) >= kernels::batchnorm_workspace_bytes(batch, 3, 64));
+}
+
+namespace {
+// conv 3→8 (3×3, padding 1) on 3×8×8, max-pool, conv 8→16 (3×3) on 8×4×4 → 16×2×2, linear.
+ModelPlan two_conv_net() {
+  ModelConfig m;
+  m.input_channels = 3;
+  m.input_height = 8;
+  m.input_width = 8;
+  LayerConfig c1 = layer(LayerKind::Conv2d);
+  c1.name = "c1";
+  c1.out_channels = 8;
+  c1.kernel = 3;
+  c1.padding = 1;
+  LayerConfig pool = layer(LayerKind::MaxPool2d);
+  pool.kernel = pool.stride = 2;
+  LayerConfig c2 = layer(LayerKind::Conv2d);
+  c2.name = "c2";
+  c2.out_channels = 16;
+  c2.kernel = 3;
+  LayerConfig fc = layer(LayerKind::Linear);
+  fc.name = "fc";
+  fc.out_features = 10;
+  m.layers = {c1, layer(LayerKind::Relu), pool, c2, layer(LayerKind::Flatten), fc};
+  return plan_model(m, "test");
+}
+}  // namespace
+
+TEST_CASE("bf16 declares one BF16 conv scratch set, sized for the largest conv layer",
+          "[cuda_host]") {
+  const ModelPlan plan = two_conv_net();
+  const int batch = 16;
+  auto scratch_bytes = [&](Precision p, size_t* total, size_t* entries) {
+    CudaLayers lowered(plan, p);
+    AllocationList list;
+    lowered.plan_allocations(batch, list);
+    *total = *entries = 0;
+    for (const AllocationList::Entry& e : list.entries())
+      if (e.name.rfind("bf16 convolution", 0) == 0) {
+        *total += e.bytes;
+        ++*entries;
+      }
+    return list.entries();
+  };
+  size_t total = 0, entries = 0;
+  const auto bf16 = scratch_bytes(Precision::Bf16, &total, &entries);
+  // x and dx: max(B·3·8·8, B·8·4·4) = B·192; y / dy: max(B·8·8·8, B·16·2·2) = B·512; w and dw:
+  // max(8·3·9, 16·8·9) = 1152 — two bytes each.
+  CHECK(entries == 5);
+  CHECK(total == 2 * (2 * size_t(batch) * 192 + size_t(batch) * 512 + 2 * 1152));
+  for (const AllocationList::Entry& e : bf16) {
+    if (e.name == "bf16 convolution inputs" || e.name == "bf16 convolution input gradients")
+      CHECK(e.bytes == 2 * size_t(batch) * 192);
+    if (e.name == "bf16 convolution outputs / output gradients")
+      CHECK(e.bytes == 2 * size_t(batch) * 512);
+    if (e.name == "bf16 convolution weights" || e.name == "bf16 convolution weight gradients")
+      CHECK(e.bytes == 2 * 1152);
+  }
+  for (Precision p : {Precision::Fp32, Precision::Tf32}) {
+    scratch_bytes(p, &total, &entries);
+    CHECK(entries == 0);  // FP32 convolutions work on the FP32 buffers themselves
+  }
+  // A bf16 net without convolutions has no scratch either.
+  size_t none = 0;
+  CudaLayers no_conv(norm_pool_dropout_net(), Precision::Bf16);
+  AllocationList list;
+  no_conv.plan_allocations(batch, list);
+  for (const AllocationList::Entry& e : list.entries()) none += e.name.rfind("bf16", 0) == 0;
+  CHECK(none == 0);
+  CHECK(no_conv.precision() == Precision::Bf16);
 }

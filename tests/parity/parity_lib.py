@@ -71,19 +71,33 @@ def rel(a, b):
     return num / den
 
 
+def rel_l2(a, b):
+    """||a - b||_2 / ||b||_2: for trajectories in reduced precision, where a ReLU input within rounding
+    of 0 may flip and move one term of a gradient sum, so no element-wise bound holds."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
+    den = float(np.linalg.norm(b))
+    num = float(np.linalg.norm(a - b))
+    if den == 0.0:
+        return 0.0 if num == 0.0 else math.inf
+    return num / den
+
+
 def as_numpy_state(sd):
     return {k: (v.detach().cpu().double().numpy() if hasattr(v, "detach") else np.asarray(v, np.float64))
             for k, v in sd.items()}
 
 
-def worst_rel(got, ref):
-    """(worst value, tensor name) over the tensors of ref; got must have exactly ref's names."""
+def worst_rel(got, ref, metric=rel):
+    """(worst value, tensor name) over the tensors of ref; got must have exactly ref's names. metric:
+    rel (max element difference over max |ref|, the default) or rel_l2."""
     got, ref = as_numpy_state(got), as_numpy_state(ref)
     assert sorted(got) == sorted(ref), f"tensor names differ: got {sorted(got)}, expected {sorted(ref)}"
     worst, where = -1.0, None
     for k in ref:
         assert got[k].shape == ref[k].shape, f"{k}: shape {got[k].shape} != {ref[k].shape}"
-        r = rel(got[k], ref[k])
+        r = metric(got[k], ref[k])
         if r > worst:
             worst, where = r, k
     return worst, where

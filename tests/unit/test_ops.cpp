@@ -486,3 +486,107 @@ TEST_CASE("round_to_bf16 rounds to nearest, ties to even, and keeps Inf, NaN and
     CHECK(std::fabs(double(r) - double(x)) <= std::ldexp(std::fabs(double(x)), -8) * 1.0000001);
   }
 }
+
+namespace {
+// conv(x, w) in double (no bias), and Σ|x·w| per output: the exact value of a convolution of
+// BF16 values (their products are exact, the double sums near enough) and its FP32 error scale.
+void conv_double(const ConvGeometry& g, const float* x, const float* w, std::vector<double>& y,
+                 std::vector<double>& sum_abs) {
+  const int Ho = g.out_height(), Wo = g.out_width();
+  y.assign(size_t(g.batch) * g.out_channels * Ho * Wo, 0.0);
+  sum_abs.assign(y.size(), 0.0);
+  size_t at = 0;
+  for (int n = 0; n < g.batch; ++n)
+    for (int o = 0; o < g.out_channels; ++o)
+      for (int oh = 0; oh < Ho; ++oh)
+        for (int ow = 0; ow < Wo; ++ow, ++at)
+          for (int c = 0; c < g.in_channels; ++c)
+            for (int kh = 0; kh < g.kernel; ++kh)
+              for (int kw = 0; kw < g.kernel; ++kw) {
+                const int ih = oh * g.stride - g.padding + kh, iw = ow * g.stride - g.padding + kw;
+                if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) continue;
+                const double t =
+                    double(
+                        x[((size_t(n) * g.in_channels + c) * g.in_height + ih) * g.in_width + iw]) *
+                    double(w[((size_t(o) * g.in_channels + c) * g.kernel + kh) * g.kernel + kw]);
+                y[at] += t;
+                sum_abs[at] += std::abs(t);
+              }
+}
+
+std::vector<float> bf16_values(const std::vector<float>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = cpu::bf16_to_float(cpu::round_to_bf16(v[i]));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("the bf16 conv reference: BF16 operands, FP32 sums, a BF16 result, then bias and ReLU",
+          "[ops][conv]") {
+  const ConvGeometry cases[] = {geometry(2, 3, 9, 9, 10, 5, 2, 1),
+                                geometry(3, 16, 9, 11, 8, 3, 1, 1),
+                                geometry(1, 4, 7, 7, 6, 1, 1, 0), geometry(2, 2, 8, 9, 3, 3, 3, 0)};
+  for (const ConvGeometry& g : cases) {
+    INFO("C " << g.in_channels << ", O " << g.out_channels << ", k " << g.kernel << ", stride "
+              << g.stride << ", padding " << g.padding);
+    const size_t xs = size_t(g.batch) * g.in_channels * g.in_height * g.in_width;
+    const size_t ys = size_t(g.batch) * g.out_channels * g.out_height() * g.out_width();
+    const int64_t plane = g.col_cols(), K = g.col_rows();
+    const auto x = random_vector(xs, 11, -2.0f, 2.0f);
+    const auto w = random_vector(size_t(g.out_channels) * size_t(K), 12);
+    const auto b = random_vector(size_t(g.out_channels), 13);
+    const std::vector<float> zero(size_t(g.out_channels), 0.0f);
+    std::vector<float> y(ys, NAN);
+    cpu::conv2d_forward_bf16_reference(g, x.data(), w.data(), zero.data(), y.data(), 2);
+
+    // Only the BF16-rounded operands matter: the same bits from already rounded x and w.
+    const std::vector<float> xb = bf16_values(x), wb = bf16_values(w);
+    std::vector<float> from_rounded(ys, NAN);
+    cpu::conv2d_forward_bf16_reference(g, xb.data(), wb.data(), zero.data(), from_rounded.data(),
+                                       2);
+    CHECK(std::memcmp(y.data(), from_rounded.data(), ys * sizeof(float)) == 0);
+
+    // Every output is a BF16 value, within BF16 rounding (2^-8 relative) of the exact convolution
+    // of the BF16 operands, plus the FP32 sum's error (at most (K + 1)·2^-24·Σ|x·w|).
+    std::vector<double> exact, sum_abs;
+    conv_double(g, xb.data(), wb.data(), exact, sum_abs);
+    size_t not_bf16 = 0, outside = 0;
+    for (size_t i = 0; i < ys; ++i) {
+      not_bf16 += cpu::bf16_to_float(cpu::round_to_bf16(y[i])) != y[i];
+      const double bound =
+          std::ldexp(std::abs(exact[i]), -8) + 1.01 * double(K + 1) * std::ldexp(sum_abs[i], -24);
+      outside += !(std::abs(double(y[i]) - exact[i]) <= bound);
+    }
+    CHECK(not_bf16 == 0);
+    CHECK(outside == 0);
+
+    // Against the FP32 convolution of the unrounded operands: each product's inputs rounded by at
+    // most 2^-8 relative (so the product by 2^-7 + 2^-16), the output by 2^-8 — the bound the
+    // README's bf16 parity tolerances are built from; and most outputs do differ from FP32's.
+    std::vector<double> exact32, sum_abs32;
+    conv_double(g, x.data(), w.data(), exact32, sum_abs32);
+    size_t beyond = 0, same_as_fp32 = 0;
+    for (size_t i = 0; i < ys; ++i) {
+      const double bound = std::ldexp(std::abs(exact32[i]), -8) +
+                           (std::ldexp(1.0, -7) + std::ldexp(1.0, -14)) * sum_abs32[i] +
+                           2.02 * double(K + 1) * std::ldexp(sum_abs32[i], -24);
+      beyond += !(std::abs(double(y[i]) - exact32[i]) <= bound);
+      same_as_fp32 += float(exact32[i]) == y[i];
+    }
+    CHECK(beyond == 0);
+    CHECK(same_as_fp32 <= ys / 2);
+
+    // Bias and ReLU come after the rounding, in FP32: bit for bit max(y + b, 0).
+    std::vector<float> biased(ys, NAN), fused(ys, NAN);
+    cpu::conv2d_forward_bf16_reference(g, x.data(), w.data(), b.data(), biased.data(), 2);
+    cpu::conv2d_forward_bf16_reference(g, x.data(), w.data(), b.data(), fused.data(), 2, true);
+    size_t bias_wrong = 0, relu_wrong = 0;
+    for (size_t i = 0; i < ys; ++i) {
+      const float want = y[i] + b[(int64_t(i) / plane) % g.out_channels];
+      bias_wrong += biased[i] != want;
+      relu_wrong += fused[i] != (want > 0.0f ? want : 0.0f);
+    }
+    CHECK(bias_wrong == 0);
+    CHECK(relu_wrong == 0);
+  }
+}

@@ -64,10 +64,9 @@ PassOps pass_ops(cudnnHandle_t h, const CudaLayers& layers, const Layer& l, cons
   static const float one = 1.0f, zero = 0.0f;
   PassOps ops;
   // The buffers only where a run is asked for: at plan time (c == nullptr) none may exist yet.
-  const float* x = c ? layers.activation(l.in_slot) : nullptr;
-  float* y = c ? layers.activation(l.out_slot) : nullptr;
-  float* dy = c ? layers.activation_grad(l.out_slot) : nullptr;
-  float* dx = c ? layers.activation_grad(l.in_slot) : nullptr;
+  // They are the real passes' own (CudaLayers::conv_operands): in bf16 the BF16 scratch, which is
+  // what the BF16 descriptors describe.
+  const ConvOperands op = c ? layers.conv_operands(*c, l) : ConvOperands{};
   switch (pass) {
     case ConvPass::Forward:
       ops.what = "forward";
@@ -84,9 +83,9 @@ PassOps pass_ops(cudnnHandle_t h, const CudaLayers& layers, const Layer& l, cons
                                                        cudnnConvolutionFwdAlgo_t(a), b);
       };
       if (c)
-        ops.run = [&, h, c, x, y](int a, void* ws, size_t bytes) {
-          return cudnnConvolutionForward(h, &one, s.x, x, l.filter, c->params + l.w_offset, l.conv,
-                                         cudnnConvolutionFwdAlgo_t(a), ws, bytes, &zero, s.y, y);
+        ops.run = [&, h, op](int a, void* ws, size_t bytes) {
+          return cudnnConvolutionForward(h, &one, s.x, op.x, l.filter, op.w, l.conv,
+                                         cudnnConvolutionFwdAlgo_t(a), ws, bytes, &zero, s.y, op.y);
         };
       break;
     case ConvPass::WeightGrad:
@@ -105,10 +104,10 @@ PassOps pass_ops(cudnnHandle_t h, const CudaLayers& layers, const Layer& l, cons
             h, s.x, s.y, l.conv, l.filter, cudnnConvolutionBwdFilterAlgo_t(a), b);
       };
       if (c)
-        ops.run = [&, h, c, x, dy](int a, void* ws, size_t bytes) {
-          return cudnnConvolutionBackwardFilter(h, &one, s.x, x, s.y, dy, l.conv,
+        ops.run = [&, h, op](int a, void* ws, size_t bytes) {
+          return cudnnConvolutionBackwardFilter(h, &one, s.x, op.x, s.y, op.dy, l.conv,
                                                 cudnnConvolutionBwdFilterAlgo_t(a), ws, bytes,
-                                                &zero, l.filter, c->grads + l.w_offset);
+                                                &zero, l.filter, op.dw);
         };
       break;
     case ConvPass::InputGrad:
@@ -127,10 +126,10 @@ PassOps pass_ops(cudnnHandle_t h, const CudaLayers& layers, const Layer& l, cons
                                                             cudnnConvolutionBwdDataAlgo_t(a), b);
       };
       if (c)
-        ops.run = [&, h, c, dy, dx](int a, void* ws, size_t bytes) {
-          return cudnnConvolutionBackwardData(h, &one, l.filter, c->params + l.w_offset, s.y, dy,
-                                              l.conv, cudnnConvolutionBwdDataAlgo_t(a), ws, bytes,
-                                              &zero, s.x, dx);
+        ops.run = [&, h, op](int a, void* ws, size_t bytes) {
+          return cudnnConvolutionBackwardData(h, &one, l.filter, op.w, s.y, op.dy, l.conv,
+                                              cudnnConvolutionBwdDataAlgo_t(a), ws, bytes, &zero,
+                                              s.x, op.dx);
         };
       break;
   }

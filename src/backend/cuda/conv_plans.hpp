@@ -109,11 +109,13 @@ void verify_algorithm(PassChoice& pc, const PassOps& ops, void* workspace, size_
 BatchPlan plan_convolutions(cudnnHandle_t cudnn, const CudaLayers& layers, int n,
                             const ConvPlanOptions& options);
 
-// Runs every chosen algorithm once on the real buffers of `c` (activation slots of `layers`, the
-// flat parameter and gradient buffers, c.workspace of c.workspace_bytes >= bp.workspace_bytes),
-// replacing one that fails by the next acceptable offer that fits; then waits for the stream.
-// Writes only scratch: activation slots, their gradients and the parameter gradients (which every
-// forward_backward rewrites whole). Fills bp.report. Throws RuntimeFailure listing the offers.
+// Runs every chosen algorithm once on the real buffers of `c` (the operands the passes themselves
+// use, CudaLayers::conv_operands: activation slots of `layers` and the flat parameter and gradient
+// buffers, or in bf16 the BF16 conv scratch; c.workspace of c.workspace_bytes >=
+// bp.workspace_bytes), replacing one that fails by the next acceptable offer that fits; then waits
+// for the stream. Writes only scratch: activation slots, their gradients and the parameter
+// gradients (which every forward_backward rewrites whole), or the BF16 conv scratch. Fills
+// bp.report. Throws RuntimeFailure listing the offers.
 void verify_convolutions(BatchPlan& bp, const CudaLayers& layers, const PassContext& c,
                          bool deterministic);
 

@@ -10,7 +10,8 @@ namespace gputrain::cuda {
 
 namespace k = gputrain::kernels;
 
-CudaLayers::CudaLayers(const ModelPlan& plan, Precision precision) : plan_(plan) {
+CudaLayers::CudaLayers(const ModelPlan& plan, Precision precision)
+    : plan_(plan), precision_(precision) {
   slot_floats_.assign(1, plan_.input.size());
   int current = 0;
   layers_.resize(plan_.layers.size());
@@ -42,6 +43,7 @@ CudaLayers::CudaLayers(const ModelPlan& plan, Precision precision) : plan_(plan)
     if (l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear ||
         l.kind == LayerKind::BatchNorm2d) {
       l.w_offset = plan_.weight(lp).offset;
+      l.w_count = plan_.weight(lp).count;
       l.b_offset = plan_.bias(lp).offset;
     }
     if (l.kind == LayerKind::BatchNorm2d) {
@@ -78,6 +80,96 @@ void CudaLayers::plan_allocations(int batch, AllocationList& list) {
     if (l.kind == LayerKind::Dropout && l.p > 0.0f)
       list.add(l.mask, size_t(batch) * l.out.size(), "dropout masks");
   }
+  if (!bf16_convolutions(precision_)) return;
+  // One BF16 scratch set for all conv layers, each buffer sized for the largest layer.
+  size_t in = 0, out = 0, weights = 0;
+  for (const Layer& l : layers_) {
+    if (l.kind != LayerKind::Conv2d) continue;
+    in = std::max(in, size_t(batch) * size_t(l.in.size()));
+    out = std::max(out, size_t(batch) * size_t(l.out.size()));
+    weights = std::max(weights, l.w_count);
+  }
+  if (weights == 0) return;  // no conv layer
+  list.add(conv_x_, in, "bf16 convolution inputs");
+  list.add(conv_y_, out, "bf16 convolution outputs / output gradients");
+  list.add(conv_w_, weights, "bf16 convolution weights");
+  list.add(conv_dw_, weights, "bf16 convolution weight gradients");
+  list.add(conv_dx_, in, "bf16 convolution input gradients");
+}
+
+ConvOperands CudaLayers::conv_operands(const PassContext& c, const Layer& l) const {
+  ConvOperands op;
+  if (bf16_convolutions(precision_)) {
+    op.x = conv_x_.get();
+    op.w = conv_w_.get();
+    op.y = conv_y_.get();
+    op.dy = conv_y_.get();
+    op.dw = conv_dw_.get();
+    op.dx = conv_dx_.get();
+  } else {
+    op.x = activation(l.in_slot);
+    op.w = c.params + l.w_offset;
+    op.y = activation(l.out_slot);
+    op.dy = activation_grad(l.out_slot);
+    op.dw = c.grads + l.w_offset;
+    op.dx = activation_grad(l.in_slot);
+  }
+  return op;
+}
+
+// y[n,O,Ho,Wo] = conv(x[n,C,H,W], w[O,C,k,k]); then y += b[O] (and ReLU) in place, in FP32.
+void CudaLayers::conv_forward(const PassContext& c, const BatchPlan& bp, size_t i, int n) const {
+  const float one = 1.0f, zero = 0.0f;  // FP32 scaling factors in both cuDNN configurations
+  const Layer& l = layers_[i];
+  const ConvShape& s = bp.conv[i];
+  const ConvOperands op = conv_operands(c, l);
+  const bool bf16 = bf16_convolutions(precision_);
+  float* y = activation(l.out_slot);
+  if (bf16) {
+    k::launch_round_to_bf16(int64_t(n) * l.in.size(), activation(l.in_slot), conv_x_.get(),
+                            c.stream);
+    k::launch_round_to_bf16(int64_t(l.w_count), c.params + l.w_offset, conv_w_.get(), c.stream);
+  }
+  GT_CHECK(cudnnConvolutionForward(c.cudnn, &one, s.x, op.x, l.filter, op.w, l.conv, s.fwd_algo(),
+                                   c.workspace, c.workspace_bytes, &zero, s.y, op.y));
+  if (bf16) k::launch_bf16_to_float(int64_t(n) * l.out.size(), conv_y_.get(), y, c.stream);
+  k::launch_bias_act(y, c.params + l.b_offset, n, l.out.channels,
+                     int64_t(l.out.height) * l.out.width, l.fused_relu, c.stream);
+}
+
+void CudaLayers::conv_backward(const PassContext& c, const BatchPlan& bp, size_t i, int n) const {
+  const float one = 1.0f, zero = 0.0f;
+  const Layer& l = layers_[i];
+  const ConvShape& s = bp.conv[i];
+  float* dy = activation_grad(l.out_slot);
+  // db[O] = Σ_{n,p} dy; with a folded ReLU, first dy ← dy·(y > 0) in place (y is the post-ReLU
+  // output), which is the gradient the conv itself sees (and, in bf16, the one rounded below).
+  k::launch_bias_grad(dy, l.fused_relu ? activation(l.out_slot) : nullptr,
+                      l.fused_relu ? dy : nullptr, c.grads + l.b_offset, n, l.out.channels,
+                      int64_t(l.out.height) * l.out.width, c.workspace, c.workspace_bytes,
+                      c.stream);
+  const ConvOperands op = conv_operands(c, l);
+  const bool bf16 = bf16_convolutions(precision_);
+  if (bf16) {
+    k::launch_round_to_bf16(int64_t(n) * l.out.size(), dy, conv_y_.get(), c.stream);
+    k::launch_round_to_bf16(int64_t(n) * l.in.size(), activation(l.in_slot), conv_x_.get(),
+                            c.stream);
+    k::launch_round_to_bf16(int64_t(l.w_count), c.params + l.w_offset, conv_w_.get(), c.stream);
+  }
+  // dw[O,C,k,k] = Σ_n x ⋆ dy (written, beta = 0).
+  GT_CHECK(cudnnConvolutionBackwardFilter(c.cudnn, &one, s.x, op.x, s.y, op.dy, l.conv,
+                                          s.bwd_filter_algo(), c.workspace, c.workspace_bytes,
+                                          &zero, l.filter, op.dw));
+  if (bf16)
+    k::launch_bf16_to_float(int64_t(l.w_count), conv_dw_.get(), c.grads + l.w_offset, c.stream);
+  // No gradient for the input batch (slot 0): it is data.
+  if (l.in_slot == 0 || !s.has_bwd_data) return;
+  GT_CHECK(cudnnConvolutionBackwardData(c.cudnn, &one, l.filter, op.w, s.y, op.dy, l.conv,
+                                        s.bwd_data_algo(), c.workspace, c.workspace_bytes, &zero,
+                                        s.x, op.dx));
+  if (bf16)
+    k::launch_bf16_to_float(int64_t(n) * l.in.size(), conv_dx_.get(), activation_grad(l.in_slot),
+                            c.stream);
 }
 
 size_t CudaLayers::kernel_workspace_bytes(int n) const {
@@ -94,22 +186,14 @@ size_t CudaLayers::kernel_workspace_bytes(int n) const {
 }
 
 void CudaLayers::forward(const PassContext& c, const BatchPlan& bp, int n) const {
-  const float one = 1.0f, zero = 0.0f;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     const float* x = activation(l.in_slot);
     float* y = activation(l.out_slot);
     switch (l.kind) {
-      case LayerKind::Conv2d: {
-        const ConvShape& s = bp.conv[i];
-        // y[n,O,Ho,Wo] = conv(x[n,C,H,W], w[O,C,k,k]); then y += b[O] (and ReLU) in place.
-        GT_CHECK(cudnnConvolutionForward(c.cudnn, &one, s.x, x, l.filter, c.params + l.w_offset,
-                                         l.conv, s.fwd_algo(), c.workspace, c.workspace_bytes,
-                                         &zero, s.y, y));
-        k::launch_bias_act(y, c.params + l.b_offset, n, l.out.channels,
-                           int64_t(l.out.height) * l.out.width, l.fused_relu, c.stream);
+      case LayerKind::Conv2d:
+        conv_forward(c, bp, i, n);
         break;
-      }
       case LayerKind::Linear: {
         // Row-major y[n,O] = x[n,I]·W[O,I]^T. cuBLAS is column-major, where row-major y is
         // y^T [O,n] (ld O), W is W^T [I,O] (ld I) and x is x^T [I,n] (ld I):
@@ -163,7 +247,6 @@ void CudaLayers::forward(const PassContext& c, const BatchPlan& bp, int n) const
 }
 
 void CudaLayers::backward(const PassContext& c, const BatchPlan& bp, int n) const {
-  const float one = 1.0f, zero = 0.0f;
   for (size_t i = layers_.size(); i-- > 0;) {
     const Layer& l = layers_[i];
     const float* x = activation(l.in_slot);
@@ -172,24 +255,9 @@ void CudaLayers::backward(const PassContext& c, const BatchPlan& bp, int n) cons
     // No gradient for the input batch (slot 0): it is data.
     float* dx = l.in_slot != 0 ? activation_grad(l.in_slot) : nullptr;
     switch (l.kind) {
-      case LayerKind::Conv2d: {
-        const ConvShape& s = bp.conv[i];
-        // db[O] = Σ_{n,p} dy; with a folded ReLU, first dy ← dy·(y > 0) in place (y is the
-        // post-ReLU output), which is the gradient the conv itself sees.
-        k::launch_bias_grad(dy, l.fused_relu ? y : nullptr, l.fused_relu ? dy : nullptr,
-                            c.grads + l.b_offset, n, l.out.channels,
-                            int64_t(l.out.height) * l.out.width, c.workspace, c.workspace_bytes,
-                            c.stream);
-        // dw[O,C,k,k] = Σ_n x ⋆ dy (written, beta = 0).
-        GT_CHECK(cudnnConvolutionBackwardFilter(c.cudnn, &one, s.x, x, s.y, dy, l.conv,
-                                                s.bwd_filter_algo(), c.workspace, c.workspace_bytes,
-                                                &zero, l.filter, c.grads + l.w_offset));
-        if (dx && s.has_bwd_data)
-          GT_CHECK(cudnnConvolutionBackwardData(c.cudnn, &one, l.filter, c.params + l.w_offset, s.y,
-                                                dy, l.conv, s.bwd_data_algo(), c.workspace,
-                                                c.workspace_bytes, &zero, s.x, dx));
+      case LayerKind::Conv2d:
+        conv_backward(c, bp, i, n);
         break;
-      }
       case LayerKind::Linear: {
         const int I = int(l.in.size()), O = int(l.out.size());
         k::launch_bias_grad(dy, l.fused_relu ? y : nullptr, l.fused_relu ? dy : nullptr,

@@ -18,6 +18,16 @@
 // running statistics and leaves dropout out (the identity). A ReLU right after a conv2d/linear is
 // folded into it (decided by ModelPlan): forward runs bias+ReLU in one kernel, backward runs "ReLU
 // backward + bias gradient" in one kernel (launch_bias_grad with relu_y).
+//
+// Convolution operands. In fp32/tf32 cuDNN reads and writes the FP32 slots and the flat parameter
+// and gradient buffers directly. In bf16 its descriptors are BF16 (precision.hpp) and it works on
+// BF16 scratch copies instead, one set shared by every conv layer (passes run one after another
+// on one stream): x [B·in], y / dy [B·out] (the forward output, later the output gradient: never
+// live together), w and dw [weights], dx [B·in], each sized for the largest conv layer. Forward:
+// x, w → BF16; cuDNN → y (BF16); y → the FP32 slot; bias + ReLU in FP32. Backward: bias gradient
+// (with the folded ReLU's mask applied to dy in place) first; dy, x, w → BF16; cuDNN → dw, dx
+// (BF16) → the FP32 gradient buffers. conv_operands() is the one place that says which buffers a
+// pass uses, for the passes here and for conv_plans.cpp's verification runs alike.
 #pragma once
 
 #include <cublas_v2.h>
@@ -46,6 +56,7 @@ struct Layer {
   bool fused_relu = false;            // conv2d/linear: the next layer's ReLU runs here
   bool folded = false;                // relu: run by the previous conv2d/linear, nothing of its own
   size_t w_offset = 0, b_offset = 0;  // into the flat parameter / gradient buffers (floats)
+  size_t w_count = 0;                 // conv2d, linear, batchnorm2d: number of weights
   FilterDesc filter;                  // conv2d: w [O, C, k, k]
   ConvDesc conv;                      // conv2d
   DeviceBuffer<int32_t> argmax;       // maxpool2d: [B, C, Ho, Wo]
@@ -78,13 +89,28 @@ struct PassContext {
   uint64_t seed = 0;
 };
 
+// A convolution's operands in its cuDNN data type: FP32 buffers (fp32, tf32) or the BF16 scratch
+// (bf16). y and dy are the same scratch in bf16.
+struct ConvOperands {
+  const void* x = nullptr;   // [n, C, H, W]
+  const void* w = nullptr;   // [O, C, k, k]
+  void* y = nullptr;         // [n, O, Ho, Wo], written by the forward
+  const void* dy = nullptr;  // [n, O, Ho, Wo]
+  void* dw = nullptr;        // [O, C, k, k], written by the weight gradient
+  void* dx = nullptr;        // [n, C, H, W], written by the input gradient
+};
+
 class CudaLayers {
  public:
   CudaLayers(const ModelPlan& plan, Precision precision);
 
   // Declares the activation and gradient slots and the per-layer buffers (argmax, batch
-  // statistics, dropout masks) for batches of `batch`.
+  // statistics, dropout masks) for batches of `batch`; in bf16 also the convolutions' BF16 scratch.
   void plan_allocations(int batch, AllocationList& list);
+
+  // The buffers conv layer l's cuDNN calls read and write (see the file comment); c gives the
+  // flat parameter and gradient buffers.
+  ConvOperands conv_operands(const PassContext& c, const Layer& l) const;
 
   // Scratch the hand-written kernels of a pass need at batch n (the cuDNN part is in BatchPlan).
   size_t kernel_workspace_bytes(int n) const;
@@ -96,6 +122,7 @@ class CudaLayers {
   void backward(const PassContext& c, const BatchPlan& bp, int n) const;
 
   const std::vector<Layer>& layers() const { return layers_; }
+  Precision precision() const { return precision_; }
   float* activation(int slot) const { return act_[size_t(slot)].get(); }
   float* activation_grad(int slot) const { return grad_[size_t(slot)].get(); }
   float* input() const { return activation(0); }
@@ -103,10 +130,16 @@ class CudaLayers {
   float* dlogits() const { return activation_grad(layers_.back().out_slot); }
 
  private:
+  void conv_forward(const PassContext& c, const BatchPlan& bp, size_t i, int n) const;
+  void conv_backward(const PassContext& c, const BatchPlan& bp, size_t i, int n) const;
+
   const ModelPlan& plan_;
+  Precision precision_;
   std::vector<Layer> layers_;
   std::vector<int64_t> slot_floats_;  // per sample
   std::vector<DeviceBuffer<float>> act_, grad_;
+  // bf16: the convolutions' BF16 scratch (raw bits, as kernels/cast.cuh writes them).
+  DeviceBuffer<uint16_t> conv_x_, conv_y_, conv_w_, conv_dw_, conv_dx_;
 };
 
 }  // namespace gputrain::cuda

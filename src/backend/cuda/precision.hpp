@@ -3,7 +3,8 @@
 // call. No other file names a cuDNN/cuBLAS math mode or data type. The mode is config
 // train.precision (gputrain::Precision, include/gputrain/precision.hpp). In every mode parameters,
 // gradients, optimizer state (momentum), activations in memory and the loss are FP32; only the
-// multiplications inside convolutions and GEMMs change.
+// arithmetic inside convolutions and GEMMs changes (in bf16 also the rounding of a convolution's
+// results to BF16 before they are widened back, see below).
 //
 // fp32 (the parity mode): FP32 storage and FP32 FMA arithmetic, no TF32 — cuDNN CUDNN_FMA_MATH,
 //   cuBLAS CUBLAS_DEFAULT_MATH (which does not use TF32 for SGEMM) — so the engine matches the CPU
@@ -12,16 +13,29 @@
 //   tensor-op TF32 kernels where cuDNN ranks them best), cuBLAS CUBLAS_TF32_TENSOR_OP_MATH for the
 //   SGEMMs. TF32 keeps FP32's range and rounds each product's inputs to 10 mantissa bits; sums
 //   accumulate in FP32. This is PyTorch's allow_tf32 = True.
-// bf16: the GEMMs (linear layers: forward, weight and input gradients) take BF16 inputs with FP32
-//   accumulation: cublasGemmEx on the FP32 buffers with CUBLAS_COMPUTE_32F_FAST_16BF, where cuBLAS
-//   rounds A and B to BF16 inside its tensor-core kernel and accumulates and writes C in FP32. This
-//   is the arithmetic of FP32 → BF16 copies fed to cublasGemmEx(CUDA_R_16BF, CUBLAS_COMPUTE_32F)
-//   without the copies' memory traffic (fc1's weights are the largest tensor of a step).
-//   Convolutions run as in tf32 (TF32 tensor ops, FP32 storage): BF16 convolutions need BF16
-//   copies of activations and weights and BF16 cuDNN descriptors for x, w and y (cuDNN has no BF16
-//   conv with FP32 tensors); the casting kernels for that (kernels/cast.cuh, checked bit for bit
-//   against cpu::round_to_bf16) exist, the conv buffers do not yet, so bf16's convolutions are
-//   TF32 — at least as precise as BF16 (10 mantissa bits against 7).
+// bf16: convolution and GEMM inputs in BF16 (8 significant bits), FP32 accumulation, FP32
+//   master weights, gradients and momentum — the arithmetic of PyTorch's autocast(bfloat16).
+//   GEMMs (linear layers: forward, weight and input gradients): cublasGemmEx on the FP32 buffers
+//   with CUBLAS_COMPUTE_32F_FAST_16BF, where cuBLAS rounds A and B to BF16 inside its tensor-core
+//   kernel and accumulates and writes C in FP32: the arithmetic of FP32 → BF16 copies fed to
+//   cublasGemmEx(CUDA_R_16BF, CUBLAS_COMPUTE_32F) without the copies' memory traffic (fc1's
+//   weights are the largest tensor of a step).
+//   Convolutions: cuDNN's legacy API has no BF16-input convolution with FP32 x/y tensors; its one
+//   BF16 configuration, PSEUDO_BFLOAT16_CONFIG, takes x, w and y (and dy, dw, dx) all as
+//   CUDNN_DATA_BFLOAT16 with compute type CUDNN_DATA_FLOAT (FP32 accumulation, FP32 alpha/beta).
+//   cuDNN lists it for cudnnConvolutionForward, cudnnConvolutionBackwardData and
+//   cudnnConvolutionBackwardFilter alike, on devices with BF16 support only (compute capability
+//   8.0 and later: Ampere, Hopper, ...; docs.nvidia.com/deeplearning/cudnn/latest/api/
+//   cudnn-cnn-library.html, "Supported Configurations"); PyTorch's cuDNN convolutions use the same
+//   (BF16 tensors, FP32 compute type, CUDNN_TENSOR_OP_MATH). So in bf16 the descriptors of x, w
+//   and y are BF16 and CudaLayers (cuda_layers.hpp: ConvOperands) gives cuDNN BF16 scratch copies:
+//   x and w rounded to BF16 before the call (kernels/cast.cuh, round to nearest even, bit for bit
+//   cpu::round_to_bf16), y written by cuDNN as BF16 (its FP32 sums rounded once) and widened to
+//   the FP32 activation slot, where bias and ReLU run in FP32; backward likewise: dy (after the
+//   folded ReLU's mask) rounded to BF16, dw and dx written as BF16 by cuDNN and widened to the
+//   FP32 gradient buffers. cpu::conv2d_forward_bf16_reference (include/gputrain/ops.hpp) is the
+//   forward's exact meaning on the CPU. Below sm_80 cuDNN refuses BF16 convolutions; planning
+//   then fails with the list of what it offered (conv_plans.hpp).
 #pragma once
 
 #include <cublas_v2.h>
@@ -36,6 +50,9 @@ namespace gputrain::cuda {
 
 // "fp32 (FMA math, no TF32)", "tf32 (TF32 tensor ops)", ...
 std::string precision_name(Precision p);
+
+// Whether convolutions take BF16 operands (BF16 descriptors: the conv buffers are BF16 copies).
+bool bf16_convolutions(Precision p);
 
 // cuDNN descriptors of activations [n, c, h, w], conv weights [o, i, kh, kw] and a convolution.
 TensorDesc activation_desc(Precision p, int n, int c, int h, int w);

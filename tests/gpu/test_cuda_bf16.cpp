@@ -39,6 +39,7 @@
 #include "gputrain/model.hpp"
 #include "gputrain/ops.hpp"
 #include "support/layers.hpp"
+#include "support/model_data.hpp"
 
 namespace {
 
@@ -46,31 +47,10 @@ using namespace gputrain;
 using gputrain::testing::conv;
 using gputrain::testing::flatten;
 using gputrain::testing::linear;
+using gputrain::testing::make_plan;
 using gputrain::testing::maxpool;
+using gputrain::testing::random_images;
 using gputrain::testing::relu;
-
-ModelPlan make_plan(int c, int h, int w, std::vector<LayerConfig> layers) {
-  ModelConfig m;
-  m.input_channels = c;
-  m.input_height = h;
-  m.input_width = w;
-  m.layers = std::move(layers);
-  return plan_model(m, "bf16 test");
-}
-
-ImageSet random_images(const ModelPlan& plan, int64_t count, uint32_t seed) {
-  ImageSet s;
-  s.count = count;
-  s.channels = plan.input.channels;
-  s.height = plan.input.height;
-  s.width = plan.input.width;
-  std::mt19937 gen(seed);
-  s.pixels.resize(size_t(count) * size_t(s.image_size()));
-  for (auto& p : s.pixels) p = uint8_t(gen() & 0xFF);
-  s.labels.resize(size_t(count));
-  for (auto& l : s.labels) l = int32_t(gen() % uint32_t(plan.num_classes));
-  return s;
-}
 
 // Learnable 28×28 images: class c brightens a 10×5 patch at one of 10 places, in noise.
 ImageSet patch_images(int64_t count, uint32_t seed) {

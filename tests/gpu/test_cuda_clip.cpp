@@ -24,6 +24,7 @@
 #include "gputrain/model.hpp"
 #include "gputrain/optimizer.hpp"
 #include "support/layers.hpp"
+#include "support/model_data.hpp"
 
 namespace {
 
@@ -31,28 +32,11 @@ using namespace gputrain;
 using gputrain::testing::conv;
 using gputrain::testing::flatten;
 using gputrain::testing::linear;
+using gputrain::testing::make_plan;
+using gputrain::testing::random_images;
 
 ModelPlan smooth_net() {
-  ModelConfig m;
-  m.input_channels = 1;
-  m.input_height = 12;
-  m.input_width = 12;
-  m.layers = {conv("c1", 4, 3, 1, 1), flatten(), linear("fc", 10)};
-  return plan_model(m, "conv-linear");
-}
-
-ImageSet random_set(const ModelPlan& plan, int64_t count, uint32_t seed) {
-  ImageSet s;
-  s.count = count;
-  s.channels = plan.input.channels;
-  s.height = plan.input.height;
-  s.width = plan.input.width;
-  std::mt19937 gen(seed);
-  s.pixels.resize(size_t(count) * size_t(s.image_size()));
-  for (auto& p : s.pixels) p = uint8_t(gen() & 0xFF);
-  s.labels.resize(size_t(count));
-  for (auto& l : s.labels) l = int32_t(gen() % uint32_t(plan.num_classes));
-  return s;
+  return make_plan(1, 12, 12, {conv("c1", 4, 3, 1, 1), flatten(), linear("fc", 10)}, "conv-linear");
 }
 
 EngineOptions clip_options(const ModelPlan& plan, const OptimizerSpec& optimizer, int batch) {
@@ -126,7 +110,7 @@ void check_close(const std::string& what, const std::vector<float>& got,
 
 TEST_CASE("gradient clipping on CUDA follows the CPU engine's clipped trajectory", "[gpu]") {
   const ModelPlan plan = smooth_net();
-  const ImageSet train = random_set(plan, 1000, 41);  // 15 full batches of 64 + one of 40
+  const ImageSet train = random_images(plan, 1000, 41);  // 15 full batches of 64 + one of 40
   const int batch = 64;
   const std::vector<float> params = initial_parameters(plan, 5);
 
@@ -183,7 +167,7 @@ TEST_CASE("with clipping, the norms of several steps are summed on the device", 
   // read_counters only at the end (no wait in between): the sum and count cover every step, and
   // a reset starts them over.
   const ModelPlan plan = smooth_net();
-  const ImageSet train = random_set(plan, 256, 43);
+  const ImageSet train = random_images(plan, 256, 43);
   const int batch = 64;
   OptimizerSpec spec;
   spec.momentum = 0.5f;

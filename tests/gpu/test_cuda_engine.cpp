@@ -34,6 +34,7 @@
 #include "gputrain/errors.hpp"
 #include "gputrain/model.hpp"
 #include "support/layers.hpp"
+#include "support/model_data.hpp"
 
 namespace {
 
@@ -42,6 +43,7 @@ using gputrain::testing::conv;
 using gputrain::testing::flatten;
 using gputrain::testing::linear;
 using gputrain::testing::maxpool;
+using gputrain::testing::random_images;
 using gputrain::testing::relu;
 
 // ---- skip when there is no device --------------------------------------------------------------
@@ -133,20 +135,6 @@ std::vector<Net> parity_nets() {
 }
 
 // ---- data, engines, comparisons ----------------------------------------------------------------
-
-ImageSet random_images(const ModelPlan& plan, int64_t count, uint32_t seed) {
-  ImageSet s;
-  s.count = count;
-  s.channels = plan.input.channels;
-  s.height = plan.input.height;
-  s.width = plan.input.width;
-  std::mt19937 gen(seed);
-  s.pixels.resize(size_t(count) * size_t(s.image_size()));
-  for (auto& p : s.pixels) p = uint8_t(gen() & 0xFF);
-  s.labels.resize(size_t(count));
-  for (auto& l : s.labels) l = int32_t(gen() % uint32_t(plan.num_classes));
-  return s;
-}
 
 EngineOptions options_for(const ModelPlan& plan, int batch, bool use_graph, bool deterministic,
                           float momentum = 0.9f) {

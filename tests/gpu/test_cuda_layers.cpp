@@ -28,6 +28,7 @@
 #include "gputrain/errors.hpp"
 #include "gputrain/model.hpp"
 #include "support/layers.hpp"
+#include "support/model_data.hpp"
 
 namespace {
 
@@ -39,16 +40,9 @@ using gputrain::testing::dropout;
 using gputrain::testing::flatten;
 using gputrain::testing::global_avgpool;
 using gputrain::testing::linear;
+using gputrain::testing::make_plan;
+using gputrain::testing::random_images;
 using gputrain::testing::relu;
-
-ModelPlan make_plan(int c, int h, int w, std::vector<LayerConfig> layers) {
-  ModelConfig m;
-  m.input_channels = c;
-  m.input_height = h;
-  m.input_width = w;
-  m.layers = std::move(layers);
-  return plan_model(m, "test");
-}
 
 // Every new layer, dropout both on an image and on flat features; a batchnorm2d on the input
 // batch itself (no input gradient) and one with a 1×1 plane (after global pooling).
@@ -58,20 +52,6 @@ ModelPlan layers_net() {
                     avgpool(2, 2), dropout(0.25), conv("c2", 12, 3, 1, 1), batchnorm("bn2"), relu(),
                     avgpool(3, 1), global_avgpool(), batchnorm("bn3"), flatten(), linear("fc1", 16),
                     relu(), dropout(0.5), linear("fc2", 10)});
-}
-
-ImageSet random_images(const ModelPlan& plan, int64_t count, uint32_t seed) {
-  ImageSet s;
-  s.count = count;
-  s.channels = plan.input.channels;
-  s.height = plan.input.height;
-  s.width = plan.input.width;
-  std::mt19937 gen(seed);
-  s.pixels.resize(size_t(count) * size_t(s.image_size()));
-  for (auto& p : s.pixels) p = uint8_t(gen() & 0xFF);
-  s.labels.resize(size_t(count));
-  for (auto& l : s.labels) l = int32_t(gen() % uint32_t(plan.num_classes));
-  return s;
 }
 
 EngineOptions options_for(const ModelPlan& plan, int batch, bool use_graph, bool deterministic) {

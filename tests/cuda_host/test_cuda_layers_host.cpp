@@ -12,39 +12,19 @@
 #include "backend/cuda/cuda_layers.hpp"
 #include "gputrain/model.hpp"
 #include "launchers.hpp"
+#include "support/layers.hpp"
+#include "support/model_data.hpp"
 
 using namespace gputrain;
 using namespace gputrain::cuda;
+using namespace gputrain::testing;
 
 namespace {
 
-LayerConfig layer(LayerKind kind) {
-  LayerConfig l;
-  l.kind = kind;
-  return l;
-}
-
 ModelPlan norm_pool_dropout_net() {
-  ModelConfig m;
-  m.input_channels = 3;
-  m.input_height = 8;
-  m.input_width = 8;
-  LayerConfig bn = layer(LayerKind::BatchNorm2d);
-  bn.name = "bn";
-  bn.momentum = 0.25;
-  bn.eps = 1e-3;
-  LayerConfig pool = layer(LayerKind::AvgPool2d);
-  pool.kernel = pool.stride = 2;
-  LayerConfig drop = layer(LayerKind::Dropout);
-  drop.p = 0.5;
-  LayerConfig no_drop = layer(LayerKind::Dropout);
-  no_drop.p = 0.0;
-  LayerConfig fc = layer(LayerKind::Linear);
-  fc.name = "fc";
-  fc.out_features = 10;
-  m.layers = {bn,      layer(LayerKind::Relu),    pool, drop, layer(LayerKind::GlobalAvgPool),
-              no_drop, layer(LayerKind::Flatten), fc};
-  return plan_model(m, "test");
+  return make_plan(3, 8, 8,
+                   {batchnorm("bn", 0.25, 1e-3), relu(), avgpool(2, 2), dropout(0.5),
+                    global_avgpool(), dropout(0.0), flatten(), linear("fc", 10)});
 }
 
 }  // namespace
@@ -88,31 +68,12 @@ TEST_CASE("batchnorm2d, average pools and dropout are lowered to slots and plann
   CHECK(lowered.kernel_workspace_bytes(batch) >= kernels::batchnorm_workspace_bytes(batch, 3, 64));
 }
 
-namespace {
 // conv 3→8 (3×3, padding 1) on 3×8×8, max-pool, conv 8→16 (3×3) on 8×4×4 → 16×2×2, linear.
 ModelPlan two_conv_net() {
-  ModelConfig m;
-  m.input_channels = 3;
-  m.input_height = 8;
-  m.input_width = 8;
-  LayerConfig c1 = layer(LayerKind::Conv2d);
-  c1.name = "c1";
-  c1.out_channels = 8;
-  c1.kernel = 3;
-  c1.padding = 1;
-  LayerConfig pool = layer(LayerKind::MaxPool2d);
-  pool.kernel = pool.stride = 2;
-  LayerConfig c2 = layer(LayerKind::Conv2d);
-  c2.name = "c2";
-  c2.out_channels = 16;
-  c2.kernel = 3;
-  LayerConfig fc = layer(LayerKind::Linear);
-  fc.name = "fc";
-  fc.out_features = 10;
-  m.layers = {c1, layer(LayerKind::Relu), pool, c2, layer(LayerKind::Flatten), fc};
-  return plan_model(m, "test");
+  return make_plan(3, 8, 8,
+                   {conv("c1", 8, 3, 1, 1), relu(), maxpool(2, 2), conv("c2", 16, 3), flatten(),
+                    linear("fc", 10)});
 }
-}  // namespace
 
 TEST_CASE("bf16 declares one BF16 conv scratch set, sized for the largest conv layer",
           "[cuda_host]") {
@@ -150,7 +111,8 @@ TEST_CASE("bf16 declares one BF16 conv scratch set, sized for the largest conv l
   }
   // A bf16 net without convolutions has no scratch either.
   size_t none = 0;
-  CudaLayers no_conv(norm_pool_dropout_net(), Precision::Bf16);
+  const ModelPlan no_conv_plan = norm_pool_dropout_net();  // CudaLayers keeps a reference
+  CudaLayers no_conv(no_conv_plan, Precision::Bf16);
   AllocationList list;
   no_conv.plan_allocations(batch, list);
   for (const AllocationList::Entry& e : list.entries()) none += e.name.rfind("bf16", 0) == 0;

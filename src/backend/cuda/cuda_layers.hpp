@@ -103,6 +103,8 @@ struct ConvOperands {
 class CudaLayers {
  public:
   CudaLayers(const ModelPlan& plan, Precision precision);
+  // The layers keep a reference to the plan: a temporary would dangle.
+  CudaLayers(ModelPlan&& plan, Precision precision) = delete;
 
   // Declares the activation and gradient slots and the per-layer buffers (argmax, batch
   // statistics, dropout masks) for batches of `batch`; in bf16 also the convolutions' BF16 scratch.

@@ -20,8 +20,9 @@
 #                      bounds), 4 workers if xdist is there
 #   train        50 s  one short run (320 images, 2 epochs, deterministic) with CUDA graphs, with
 #                      eager steps (--no-graph), with train.precision tf32 and bf16 and on the CPU
-#                      engine; weights compared (fp32 to 1e-4 of the CPU's largest; tf32 1e-2 and
-#                      bf16 3e-2 relative L2 per tensor: test_parity_cuda.py says why)
+#                      engine; weights compared (fp32 to 1e-4 of the CPU's largest, or 1e-3
+#                      relative L2 when a ReLU/max-pool branch flipped; tf32 1e-2 and bf16 3e-2
+#                      relative L2 per tensor: test_parity_cuda.py says why)
 #   memcheck     60 s  compute-sanitizer memcheck of a short run (graph, then --no-graph),
 #                      instrumenting gputrain's own kernels only (--kernel-name kns=gputrain)
 #   bench      rest    scripts/bench_gpu.sh with the time that is left (PyTorch variants capped)
@@ -227,7 +228,7 @@ stage_train() {
   done
   # Weights after 10 steps: graph vs eager runs the same kernels and (deterministic) algorithms, so
   # they agree to rounding; CUDA vs CPU sums in other orders: the parity suite's bound (1e-4 of the
-  # largest weight after 16 steps).
+  # largest weight after 16 steps), or a branch flip (see the Python below).
   "$GC_PYTHON" - "$d" <<'PY' || rc=1
 import json, os, sys
 sys.path[:0] = ["tests/parity", "tests/support"]  # safetensors_io.py is in tests/support
@@ -252,20 +253,36 @@ except ImportError as e:
 w = {run: safetensors_io.read(os.path.join(d, run, "model.safetensors"))[0] for run in RUNS}
 worst = {}
 ok = True
+def max_rel(a, b):  # worst tensor: largest element difference over the tensor's largest |ref|
+    return max(float(np.max(np.abs(w[a][k].astype(np.float64) - w[b][k])))
+               / max(float(np.max(np.abs(w[b][k]))), 1e-30) for k in w[b])
+def l2_rel(a, b):  # worst tensor: ||got - ref|| / ||ref||
+    return max(float(np.linalg.norm(w[a][k].astype(np.float64) - w[b][k]))
+               / max(float(np.linalg.norm(w[b][k].astype(np.float64))), 1e-30) for k in w[b])
+# fp32 CUDA vs CPU: element-wise 1e-4, as the parity suite. A ReLU input or max-pool tie within
+# FP32 rounding of the branch point can go the other way on the GPU (other summation orders) and
+# move one whole gradient term (tests/gpu/test_cuda_engine.cpp's Net::before_branch); ~400 k ReLU
+# inputs a step over 10 steps make one such flip likely. Such a run passes when the relative L2
+# norm stays within 1e-3 (a flip spreads over the tensor; a wrong gradient does not), marked so.
 # tf32/bf16: the weights bounds of tests/parity/test_parity_cuda.py (PRECISION_TOLS), in relative
-# L2 norm per tensor (a ReLU flip moves a whole gradient term: no element-wise bound holds there).
+# L2 norm per tensor (there, no element-wise bound holds at all).
 for a, b, tol, l2 in (("graph", "eager", 1e-5, False), ("graph", "cpu", 1e-4, False),
                       ("eager", "cpu", 1e-4, False), ("tf32", "cpu", 1e-2, True), ("bf16", "cpu", 3e-2, True)):
-    def difference(k):
-        d, r = w[a][k].astype(np.float64) - w[b][k], w[b][k].astype(np.float64)
-        if l2:
-            return float(np.linalg.norm(d)) / max(float(np.linalg.norm(r)), 1e-30)
-        return float(np.max(np.abs(d))) / max(float(np.max(np.abs(r))), 1e-30)
-    rel = max(difference(k) for k in w[b])
-    verdict = "ok" if rel <= tol else "TOO FAR"
-    ok &= rel <= tol
+    if l2:
+        rel = l2_rel(a, b)
+        good = rel <= tol
+        text = f"relative L2 difference {rel:.2e} (bound {tol:.0e})"
+    else:
+        rel = max_rel(a, b)
+        good = rel <= tol
+        text = f"max rel difference {rel:.2e} (bound {tol:.0e})"
+        if not good and b == "cpu":
+            l2_diff = l2_rel(a, b)
+            good = l2_diff <= 1e-3
+            text += f", relative L2 {l2_diff:.2e} (bound 1e-3{': a branch flip' if good else ''})"
+    ok &= good
     worst[f"{a}/{b}"] = rel
-    print(f"weights {a} vs {b}: {'relative L2' if l2 else 'max rel'} difference {rel:.2e} (bound {tol:.0e}) {verdict}")
+    print(f"weights {a} vs {b}: {text} {'ok' if good else 'TOO FAR'}")
 with open(os.environ["GC_STATE"] + "/note-train", "w") as f:
     f.write("weights rel diff " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()) + "\n")
 sys.exit(0 if ok else 1)

@@ -27,6 +27,7 @@
 #include "gputrain/engine.hpp"
 #include "gputrain/errors.hpp"
 #include "gputrain/model.hpp"
+#include "support/compare.hpp"
 #include "support/layers.hpp"
 #include "support/model_data.hpp"
 
@@ -35,6 +36,8 @@ namespace {
 using namespace gputrain;
 using gputrain::testing::avgpool;
 using gputrain::testing::batchnorm;
+using gputrain::testing::check_close;
+using gputrain::testing::check_close_l2;
 using gputrain::testing::conv;
 using gputrain::testing::dropout;
 using gputrain::testing::flatten;
@@ -89,40 +92,6 @@ void prepare(Engine& e, const ModelPlan& plan, const ImageSet& train, const Imag
 void train_step(Engine& e, int64_t first, int count) {
   e.forward_backward(first, count, float(count));
   e.apply_optimizer();
-}
-
-void check_close(const std::string& what, const float* got, const float* ref, size_t n, double rtol,
-                 double atol_frac) {
-  double scale = 0;
-  for (size_t i = 0; i < n; ++i) scale = std::max(scale, double(std::abs(ref[i])));
-  const double atol = atol_frac * scale + 1e-7;
-  size_t bad = 0;
-  std::ostringstream report;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = std::abs(double(got[i]) - double(ref[i]));
-    if (!(d <= atol + rtol * std::abs(double(ref[i])))) {  // NaN fails too
-      if (++bad <= 5) report << "  [" << i << "] got " << got[i] << ", ref " << ref[i] << "\n";
-    }
-  }
-  INFO(what << ": " << bad << " of " << n << " off (atol " << atol << ", rtol " << rtol
-            << ", max|ref| " << scale << ")\n"
-            << report.str());
-  CHECK(bad == 0);
-}
-
-void check_close_l2(const std::string& what, const float* got, const float* ref, size_t n,
-                    double rel) {
-  double diff = 0, norm = 0;
-  bool finite = true;
-  for (size_t i = 0; i < n; ++i) {
-    finite = finite && std::isfinite(got[i]);
-    diff += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
-    norm += double(ref[i]) * ref[i];
-  }
-  INFO(what << ": relative L2 error " << std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30)
-            << " (allowed " << rel << ")");
-  CHECK(finite);
-  CHECK(std::sqrt(diff) <= rel * std::sqrt(norm) + 1e-12);
 }
 
 // Per parameter tensor: by relative L2 norm where a ReLU flip after a batchnorm2d can move it

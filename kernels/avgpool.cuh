@@ -47,15 +47,11 @@ __global__ void __launch_bounds__(256)
     const int w = int(i % w_n);
     const int h = int(i / w_n % h_n);
     const int64_t plane = int64_t(i / (w_n * h_n));
-    // Windows oh with oh·stride <= h < oh·stride + kernel, clipped to [0, Ho).
-    const int oh_lo = h >= s.kernel ? (h - s.kernel) / s.stride + 1 : 0;
-    const int ow_lo = w >= s.kernel ? (w - s.kernel) / s.stride + 1 : 0;
-    const int oh_hi = min(h / s.stride, s.out_height - 1);
-    const int ow_hi = min(w / s.stride, s.out_width - 1);
+    const WindowRange r = windows_containing(s, h, w);
     const int64_t base = plane * s.out_height * s.out_width;
     float sum = 0.0f;
-    for (int oh = oh_lo; oh <= oh_hi; ++oh)
-      for (int ow = ow_lo; ow <= ow_hi; ++ow)
+    for (int oh = r.oh_lo; oh <= r.oh_hi; ++oh)
+      for (int ow = r.ow_lo; ow <= r.ow_hi; ++ow)
         sum += __ldg(dy + base + int64_t(oh) * s.out_width + ow) / divisor;
     dx[i] = sum;
   }

@@ -37,6 +37,20 @@ inline bool pool_indices_fit32(int64_t total, int threads) {
   return total + detail::kMaxGridStrideBlocks * threads < (int64_t(1) << 32);
 }
 
+// The output windows that contain input element (h, w): rows oh_lo..oh_hi and columns
+// ow_lo..ow_hi (inclusive; empty when lo > hi), those with oh·stride <= h < oh·stride + kernel,
+// clipped to [0, Ho) (and likewise for w). The backward kernels of max and average pooling gather
+// over them.
+struct WindowRange {
+  int oh_lo, oh_hi, ow_lo, ow_hi;
+};
+
+__device__ __forceinline__ WindowRange windows_containing(const PoolShape& s, int h, int w) {
+  return WindowRange{
+      h >= s.kernel ? (h - s.kernel) / s.stride + 1 : 0, min(h / s.stride, s.out_height - 1),
+      w >= s.kernel ? (w - s.kernel) / s.stride + 1 : 0, min(w / s.stride, s.out_width - 1)};
+}
+
 // One thread per output element [planes, Ho, Wo] (ow fastest: coalesced stores).
 // The window is scanned in row-major order and a value replaces the best only when it is larger or
 // NaN, and never once the best is NaN: the first maximum wins and the first NaN propagates, exactly
@@ -89,16 +103,12 @@ __global__ void __launch_bounds__(256)
     const int w = int(i % w_n);
     const int h = int(i / w_n % h_n);
     const int64_t plane = int64_t(i / (w_n * h_n));
-    // Windows oh with oh·stride <= h < oh·stride + kernel, clipped to [0, Ho).
-    const int oh_lo = h >= s.kernel ? (h - s.kernel) / s.stride + 1 : 0;
-    const int ow_lo = w >= s.kernel ? (w - s.kernel) / s.stride + 1 : 0;
-    const int oh_hi = min(h / s.stride, s.out_height - 1);
-    const int ow_hi = min(w / s.stride, s.out_width - 1);
+    const WindowRange r = windows_containing(s, h, w);
     const int self = h * s.width + w;
     const int64_t base = plane * s.out_height * s.out_width;
     float sum = 0.0f;
-    for (int oh = oh_lo; oh <= oh_hi; ++oh)
-      for (int ow = ow_lo; ow <= ow_hi; ++ow) {
+    for (int oh = r.oh_lo; oh <= r.oh_hi; ++oh)
+      for (int ow = r.ow_lo; ow <= r.ow_hi; ++ow) {
         const int64_t o = base + int64_t(oh) * s.out_width + ow;
         if (__ldg(argmax + o) == self) sum += __ldg(dy + o);
       }
